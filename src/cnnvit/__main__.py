@@ -1,0 +1,3 @@
+from cnnvit.cli import main
+
+raise SystemExit(main())

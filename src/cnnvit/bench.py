@@ -1,0 +1,187 @@
+"""`cnnvit bench`: training throughput, FLOPs and the share of the machine's peak.
+
+For each case (model @ input size) it times, on the same batch size and device:
+- model only: forward + loss + backward on one fixed, already normalised batch;
+- full step: the real training step (on-device pipeline batch with augmentation, forward,
+  backward, optimizer step, loss/accuracy accounting), as `cnnvit train` runs it.
+Achieved FLOP/s are compared with a matrix-product peak measured in the same run (float32 on
+CPU, bf16 on CUDA), so the figures are ratios that survive a noisy, shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnvit import models
+from cnnvit.data.pipeline import Augment, BatchPipeline
+from cnnvit.data.types import Split
+from cnnvit.engine.flops import flops_per_image
+from cnnvit.engine.runtime import amp_dtype, autocast, configure, resolve_device
+from cnnvit.engine.train import train_step
+from cnnvit.errors import CnnvitError
+from cnnvit.io import atomic_write_text
+
+DEFAULT_CASES = ("resnet18-small@28", "vit-small-input@28", "resnet18@224",
+                 "vit_base_patch16_224@224")
+
+
+@dataclass
+class BenchResult:
+    case: str
+    device: str
+    batch_size: int
+    full_images_per_s: float
+    model_only_images_per_s: float
+    full_over_model_only: float
+    outside_model_share: float
+    train_gflop_per_image: float
+    achieved_gflop_per_s: float
+    peak_gflop_per_s: float
+    share_of_peak: float
+
+
+def matmul_peak(device: torch.device, reps: int = 10) -> float:
+    """Best measured FLOP/s of a square matrix product: fp32 2048² on CPU, bf16 8192² on CUDA."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps + 2):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch_size(size: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return 256 if size <= 64 else 128
+    return 128 if size <= 64 else 16
+
+
+def _time(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call: two warm-up calls, then the median of `steps` timed calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_case(case: str, device: torch.device, steps: int, peak: float) -> BenchResult:
+    """Time one `model@size` case (see the module docstring)."""
+    name, _, size_text = case.partition("@")
+    size = int(size_text or 28)
+    bs = _batch_size(size, device)
+    classes = 10
+    model = models.build(name, classes, in_chans=3, image_size=size).to(device)
+    is_cnn = models.family(name) == "cnn"
+    if is_cnn:
+        model = model.to(memory_format=torch.channels_last)
+    train_flops = flops_per_image(model, 3, size, backward=True)
+    dtype = amp_dtype("auto", device)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    model.train()
+
+    native = 28 if size <= 64 else min(size, 64)
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (bs * 4, native, native, 3), dtype=np.uint8),
+                  rng.integers(0, classes, bs * 4))
+    pipe = BatchPipeline(split, device=device, image_size=size, mean=[0.5] * 3, std=[0.25] * 3,
+                         augment=Augment(hflip=True, crop_padding=max(size // 8, 1)),
+                         channels_last=is_cnn)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x_fixed, y_fixed = next(pipe.batches(bs, gen, drop_last=True))
+
+    def model_only() -> None:
+        with autocast(device, dtype):
+            loss = criterion(model(x_fixed).float(), y_fixed)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    batches = iter(())
+
+    def full_step() -> None:
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(pipe.batches(bs, gen, drop_last=True))
+            x, y = next(batches)
+        logits, loss = train_step(model, x, y, optimizer, criterion, scaler, dtype)
+        _ = (loss * len(y), (logits.argmax(1) == y).sum())  # the loop's accounting
+
+    t_model = _time(model_only, steps, device)
+    t_full = _time(full_step, steps, device)
+    achieved = train_flops * bs / t_full
+    return BenchResult(case=case, device=str(device), batch_size=bs,
+                       full_images_per_s=round(bs / t_full, 1),
+                       model_only_images_per_s=round(bs / t_model, 1),
+                       full_over_model_only=round(t_model / t_full, 3),
+                       outside_model_share=round(max(0.0, 1 - t_model / t_full), 3),
+                       train_gflop_per_image=round(train_flops / 1e9, 3),
+                       achieved_gflop_per_s=round(achieved / 1e9, 1),
+                       peak_gflop_per_s=round(peak / 1e9, 1),
+                       share_of_peak=round(achieved / peak, 3))
+
+
+def markdown_table(results: list[BenchResult]) -> str:
+    """The results as a Markdown table (the form docs/performance.md records)."""
+    head = ("| case | device | batch | train img/s | model-only img/s | full/model-only | "
+            "outside-model share | GFLOP/img (fwd+bwd) | achieved GFLOP/s | peak GFLOP/s | "
+            "share of peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [f"| {r.case} | {r.device} | {r.batch_size} | {r.full_images_per_s} | "
+            f"{r.model_only_images_per_s} | {r.full_over_model_only:.1%} | "
+            f"{r.outside_model_share:.1%} | {r.train_gflop_per_image} | "
+            f"{r.achieved_gflop_per_s} | {r.peak_gflop_per_s} | {r.share_of_peak:.1%} |"
+            for r in results]
+    return "\n".join([head, *rows])
+
+
+def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
+              out: str | None = None, threads: int = 0) -> list[BenchResult]:
+    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`."""
+    if steps < 1:
+        raise CnnvitError("--steps must be at least 1")
+    configure(threads, deterministic=False)
+    dev = resolve_device(device)
+    cases = [c.strip() for c in models.split(",")] if models else list(DEFAULT_CASES)
+    peak = matmul_peak(dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+    print(f"device {dev} ({name or platform.machine()}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    results = []
+    for case in cases:
+        results.append(bench_case(case, dev, steps, peak))
+        r = results[-1]
+        print(f"  {case}: {r.full_images_per_s} img/s full, {r.model_only_images_per_s} img/s "
+              f"model only ({r.full_over_model_only:.1%}), {r.share_of_peak:.1%} of peak",
+              flush=True)
+    print(markdown_table(results))
+    if out:
+        payload = {"device": str(dev), "device_name": name, "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "peak_flop_per_s": peak,
+                   "results": [asdict(r) for r in results]}
+        atomic_write_text(Path(out), json.dumps(payload, indent=2))
+    return results

@@ -1,0 +1,250 @@
+"""The `cnnvit` command line: parse, then call one function per command.
+
+Every user error is one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cnnvit import __version__
+from cnnvit.errors import CnnvitError
+
+# flag → config key, for the flags every training-like command accepts
+CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--dataset": ("dataset", {"help": "dataset spec: digits, bloodmnist, medmnist:<flag>, "
+                                      "cifar10, cifar100, npz:<path>, folder:<path>, "
+                                      "synthetic:<path>"}),
+    "--model": ("model", {"help": "resnet18, resnet18-small, vit-small-input, or any timm name"}),
+    "--epochs": ("epochs", {"type": int}),
+    "--batch-size": ("batch_size", {"type": int}),
+    "--lr": ("lr", {"type": float}),
+    "--optimizer": ("optimizer", {"help": "adam | adamw | sgd"}),
+    "--scheduler": ("scheduler", {"help": "none | cosine | step | multistep"}),
+    "--weight-decay": ("weight_decay", {"type": float}),
+    "--image-size": ("image_size", {"type": int, "help": "model input side in pixels; for "
+                                    "MedMNIST also picks the native file (28|64|128|224)"}),
+    "--seed": ("seed", {"type": int}),
+    "--device": ("device", {"help": "auto | cpu | cuda | cuda:N"}),
+    "--out": ("out", {"help": "output (model) directory"}),
+    "--data-root": ("data_root", {"help": "where datasets live (else $CNNVIT_DATA)"}),
+    "--weights": ("weights", {"help": "local weights: state dict, .safetensors or cnnvit "
+                                      "checkpoint (transfer learning offline)"}),
+    "--max-minutes": ("max_minutes", {"type": float, "help": "time budget for training"}),
+    "--patience": ("patience", {"type": int, "help": "early stopping patience (epochs)"}),
+    "--amp": ("amp", {"help": "auto | bf16 | fp16 | off (CUDA only)"}),
+    "--selection-metric": ("selection_metric", {"help": "f1_macro | auc_macro | accuracy | "
+                                                        "loss"}),
+    "--threads": ("threads", {"type": int, "help": "CPU threads for torch (0 = default)"}),
+}
+CONFIG_SWITCHES = {"--pretrained": "pretrained", "--download": "download",
+                   "--deterministic": "deterministic", "--compile": "compile"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of config keys (flags override it)")
+    for flag, (key, kwargs) in CONFIG_FLAGS.items():
+        p.add_argument(flag, dest=f"cfg_{key}", default=None, **kwargs)
+    for flag, key in CONFIG_SWITCHES.items():
+        p.add_argument(flag, dest=f"cfg_{key}", action="store_const", const=True, default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set any config key (repeatable); `cnnvit train --keys` lists them")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults < --config YAML < flags < --set."""
+    from cnnvit import config
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    overrides.update(config.parse_set(args.set))
+    return config.load(args.config, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cnnvit import config
+    from cnnvit.engine.train import fit
+
+    if args.keys:
+        print("\n".join(f"{k} = {v!r}" for k, v in config.Config().to_dict().items()))
+        return 0
+    if args.resume:
+        cfg = _resume_config(args)
+    else:
+        cfg = config_from_args(args)
+    fit(cfg, resume=args.resume, quiet=args.quiet)
+    return 0
+
+
+def _resume_config(args: argparse.Namespace):
+    """For --resume: the saved config of --out, with this command's flags applied on top."""
+    from pathlib import Path
+
+    from cnnvit import config
+
+    out = args.cfg_out or config.Config().out
+    if not (Path(out) / "config.yaml").is_file():
+        return config_from_args(args)
+    saved, _ = config.from_model_dir(out)
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    if args.config:
+        overrides = config.read_yaml(args.config) | overrides
+    overrides.update(config.parse_set(args.set))
+    return config.apply_overrides(saved, overrides)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnvit.engine.evaluate import evaluate_dir
+
+    splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
+    bad = [s for s in splits if s not in ("train", "val", "test")]
+    if bad:
+        raise CnnvitError(f"--split takes train, val and/or test; got {', '.join(bad)}")
+    results = evaluate_dir(args.model_dir, splits, args.checkpoint, args.device)
+    for split, r in results.items():
+        auc = "n/a" if r["auc_macro"] is None else f"{r['auc_macro']:.4f}"
+        print(f"{split}: accuracy {r['accuracy']:.4f} f1_macro {r['f1_macro']:.4f} "
+              f"auc_macro {auc} loss {r['loss']:.4f} ece {r['ece']:.4f}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from cnnvit import data
+
+    if args.data_cmd == "synth":
+        shape = _parse_shape(args.shape)
+        samples = tuple(int(s) for s in args.samples.split(","))
+        if len(samples) != 3 or min(samples) <= 0:
+            raise CnnvitError(f"--samples takes three positive counts train,val,test; "
+                              f"got {args.samples}")
+        path = data.write_synthetic(args.out, shape=shape, classes=args.classes,
+                                    samples=samples, seed=args.seed)
+        print(f"wrote SYNTHETIC dataset {path} ({shape[0]}x{shape[1]}x{shape[2]}, "
+              f"{args.classes} classes, {samples[0]}/{samples[1]}/{samples[2]} images); "
+              f"use it as --dataset synthetic:{path}")
+        return 0
+    kwargs = {"size": args.size, "root": args.data_root}
+    if args.data_cmd == "info":
+        print(data.describe(data.load(args.spec, download=False, **kwargs)))
+    elif args.data_cmd == "fetch":
+        for path in data.fetch(args.spec, **kwargs):
+            print(f"ready: {path}")
+    elif args.data_cmd == "verify":
+        print(data.verify(args.spec, **kwargs))
+    return 0
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) <= 0 or parts[2] not in (1, 3):
+        raise CnnvitError(f"--shape takes HxWxC with C 1 or 3, e.g. 28x28x3; got '{text}'")
+    return parts  # type: ignore[return-value]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from cnnvit.bench import run_bench
+
+    run_bench(models=args.models, device=args.device, steps=args.steps, out=args.output,
+              threads=args.threads)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (one sub-command per function)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="cnnvit", description="Train, evaluate, explain and compare CNNs "
+                     "and Vision Transformers on small-image classification.",
+                     formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"cnnvit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one model into a model directory",
+                       formatter_class=fmt, description="Train one model; writes config.yaml, "
+                       "history.csv, checkpoints/, metrics_{val,test}.json, "
+                       "predictions_{val,test}.csv and train.log into --out.",
+                       epilog="example:\n  cnnvit train --dataset digits --model "
+                       "vit-small-input --out runs/d-vit\n  cnnvit train --out runs/d-vit "
+                       "--resume --epochs 60 --lr 1e-4   # extend a finished run")
+    _add_config_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue --out from its last "
+                   "checkpoint (more --epochs / a new --lr extends a finished run)")
+    p.add_argument("--quiet", action="store_true", help="no epoch lines on stdout")
+    p.add_argument("--keys", action="store_true", help="list every config key and its default")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a trained model directory",
+                       formatter_class=fmt, epilog="example:\n  cnnvit evaluate runs/d-vit "
+                       "--split test")
+    p.add_argument("model_dir")
+    p.add_argument("--split", default="val,test", help="comma list of train,val,test")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("data", help="inspect, download, verify or synthesise datasets",
+                       formatter_class=fmt, epilog="examples:\n  cnnvit data info digits\n"
+                       "  cnnvit data fetch bloodmnist --size 28\n"
+                       "  cnnvit data synth --out synth.npz --shape 28x28x3 --classes 8 "
+                       "--samples 800,100,200 --seed 0")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, parser_class=_Parser)
+    for name, text in (("info", "sizes, class balance, shape, task, checksum"),
+                       ("fetch", "download a MedMNIST or CIFAR dataset"),
+                       ("verify", "check that a dataset's files exist and match their md5")):
+        d = dsub.add_parser(name, help=text, description=text, formatter_class=fmt,
+                            epilog=f"example:\n  cnnvit data {name} bloodmnist --size 64")
+        d.add_argument("spec")
+        d.add_argument("--size", type=int, default=None,
+                       help="MedMNIST native size 28|64|128|224")
+        d.add_argument("--data-root", default=None)
+    d = dsub.add_parser("synth", help="write a learnable SYNTHETIC npz (tests, benchmarks)",
+                        formatter_class=fmt, epilog="example:\n  cnnvit data synth --out "
+                        "synth.npz --shape 28x28x3 --classes 8 --samples 800,100,200 --seed 0")
+    d.add_argument("--out", required=True)
+    d.add_argument("--shape", default="28x28x3")
+    d.add_argument("--classes", type=int, default=8)
+    d.add_argument("--samples", default="800,100,200", help="train,val,test counts")
+    d.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("bench", help="training throughput against the machine's peak",
+                       formatter_class=fmt, epilog="example:\n  cnnvit bench --device cpu "
+                       "--output bench.json")
+    p.add_argument("--models", default=None, help="comma list of name@size (default: the four "
+                   "standard cases)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--output", default=None, help="also write the results as JSON")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cnnvit` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except CnnvitError as exc:
+        print(f"cnnvit: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("cnnvit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

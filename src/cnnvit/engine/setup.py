@@ -1,0 +1,129 @@
+"""Turn a config into the pieces every stage needs: data, model, normalisation, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cnnvit import data, models
+from cnnvit.config import Config
+from cnnvit.data.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    BatchPipeline,
+    channel_stats,
+)
+from cnnvit.data.types import Dataset
+from cnnvit.engine.runtime import resolve_device
+
+MEDMNIST_SIZES = (28, 64, 128, 224)
+
+
+@dataclass
+class Setup:
+    """A loaded dataset, the resolved input geometry and normalisation, and the device."""
+
+    cfg: Config
+    dataset: Dataset
+    device: torch.device
+    image_size: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def info(self):
+        return self.dataset.info
+
+    def pipeline(self, split: str, train: bool = False) -> BatchPipeline:
+        """The on-device batch pipeline of one split (augmented only when `train`)."""
+        cfg = self.cfg
+        aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip, crop_padding=cfg.crop_padding,
+                      autoaugment=cfg.autoaugment, randaugment_n=cfg.randaugment_n,
+                      randaugment_m=cfg.randaugment_m,
+                      random_erasing=cfg.random_erasing) if train else None
+        return BatchPipeline(self.dataset[split], device=self.device, image_size=self.image_size,
+                             mean=self.mean, std=self.std, resize_mode=cfg.resize_mode,
+                             augment=aug, channels_last=self._channels_last(),
+                             cache_bytes=cache_budget(self.device))
+
+    def _channels_last(self) -> bool:
+        return self.cfg.channels_last and models.family(self.cfg.model) == "cnn"
+
+    def build_model(self, pretrained: bool | None = None, weights: str | None = "config"
+                    ) -> torch.nn.Module:
+        """The model for this data, on the device (channels-last for CNNs when enabled)."""
+        cfg = self.cfg
+        model = models.build(cfg.model, self.info.num_classes, in_chans=self.info.channels,
+                             image_size=self.image_size,
+                             pretrained=cfg.pretrained if pretrained is None else pretrained,
+                             weights=cfg.weights if weights == "config" else weights,
+                             **cfg.model_kwargs)
+        model = model.to(self.device)
+        if self._channels_last():
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def resolved(self) -> dict:
+        """Derived facts recorded beside the config (enough to reproduce and to audit the run)."""
+        info = self.info
+        return {"image_size": self.image_size, "mean": self.mean, "std": self.std,
+                "num_classes": info.num_classes, "in_chans": info.channels,
+                "class_names": list(info.class_names), "task": info.task,
+                "dataset_name": info.name, "dataset_md5": info.md5,
+                "synthetic": info.synthetic, "split_note": info.split_note,
+                "split_sizes": {k: len(v) for k, v in self.dataset.splits.items()},
+                "native_size": info.image_size, "device": str(self.device)}
+
+
+def cache_budget(device: torch.device) -> int:
+    """Bytes of resized uint8 images a split may keep on `device`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.4)
+    try:
+        import os
+
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 8 * 2**30
+    return int(min(avail * 0.25, 8 * 2**30))
+
+
+def data_size(cfg: Config) -> int | None:
+    """The native MedMNIST file to read: `data_size`, else `image_size` if it is a native size."""
+    if cfg.data_size is not None:
+        return cfg.data_size
+    return cfg.image_size if cfg.image_size in MEDMNIST_SIZES else None
+
+
+def normalization(cfg: Config, ds: Dataset) -> tuple[list[float], list[float]]:
+    """Input mean/std: ImageNet statistics for pretrained weights, else the train split's."""
+    mode = cfg.normalize
+    channels = ds.info.channels
+    if mode == "auto":
+        stats = models.input_normalization(cfg.model, cfg.pretrained or cfg.weights is not None)
+        if stats is not None and (cfg.pretrained or cfg.weights is not None):
+            mean, std = list(stats[0]), list(stats[1])
+        else:
+            return channel_stats(ds["train"])
+    elif mode == "dataset":
+        return channel_stats(ds["train"])
+    elif mode == "half":
+        mean, std = [0.5] * 3, [0.5] * 3
+    else:
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    if channels == 1:  # a grey input seen by RGB-trained weights: the mean of the three
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def prepare(cfg: Config) -> Setup:
+    """Load the data named by `cfg` and resolve the input size, normalisation and device."""
+    device = resolve_device(cfg.device)
+    ds = data.load(cfg.dataset, size=data_size(cfg), root=cfg.data_root,
+                   download=cfg.download, seed=cfg.seed)
+    image_size = cfg.image_size or ds.info.image_size
+    mean, std = normalization(cfg, ds)
+    return Setup(cfg=cfg, dataset=ds, device=device, image_size=image_size, mean=mean, std=std)

@@ -1,0 +1,205 @@
+"""Model names: the presets, any timm name, `tv:<torchvision name>`; build, describe, classify."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from cnnvit.errors import CnnvitError
+from cnnvit.models.small import resnet18_small, vit_small_input
+from cnnvit.models.timm_models import build_timm
+from cnnvit.models.tv import build_torchvision, list_names
+from cnnvit.models.weights import load_weights
+
+PRESETS: dict[str, str] = {
+    "resnet18": "torchvision ResNet-18 (7×7 stride-2 stem + max-pool, 11.2 M params); "
+                "pretrained: ImageNet-1k (IMAGENET1K_V1)",
+    "resnet18-small": "CIFAR/MedMNIST-style ResNet-18 (3×3 stride-1 stem, no max-pool, "
+                      "11.17 M params), from scratch",
+    "vit-small-input": "compact ViT for small images (patch 2/4/8/16 px by input size, width 64, "
+                       "depth 4, 4 heads, ≈0.2 M params), from scratch",
+    "vit_base_patch16_224": "timm ViT-B/16 (86 M params); pretrained: ImageNet-21k → 1k",
+    "vit_small_patch16_224": "timm ViT-S/16 (22 M params); pretrained: ImageNet-21k → 1k",
+    "efficientnet_b0": "timm EfficientNet-B0 (5.3 M params); pretrained: ImageNet-1k",
+    "swin_tiny_patch4_window7_224": "timm Swin-T, window 7 (28 M params); pretrained: ImageNet-1k",
+}
+
+# timm / torchvision module names whose models are transformers (attention over patch tokens)
+VIT_MODULES = {
+    "beit", "cait", "coat", "convit", "crossvit", "davit", "deepseek_vit", "deit",
+    "efficientformer", "efficientformer_v2", "efficientvit_mit", "efficientvit_msra", "eva",
+    "gcvit", "gemma4_vit", "hiera", "hieradet_sam2", "iformer", "levit", "maxvit", "maxxvit",
+    "mlp_mixer", "mobilevit", "mvitv2", "naflexvit", "nest", "nextvit", "pit", "pvt_v2",
+    "qwen3_vit", "shvit", "swiftformer", "swin_transformer", "swin_transformer_v2",
+    "swin_transformer_v2_cr", "tiny_vit", "tnt", "twins", "vision_transformer",
+    "vision_transformer_hybrid", "vision_transformer_relpos", "vision_transformer_sam",
+    "vitamin", "volo", "xcit",
+}
+
+_SMALL = {"resnet18-small": "cnn", "vit-small-input": "vit"}
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """(kind, base name) with kind "small", "tv" or "timm"; unknown names raise CnnvitError."""
+    name = name.strip()
+    if name in _SMALL:
+        return "small", name
+    if name == "resnet18":
+        return "tv", "resnet18"
+    for prefix in ("tv:", "torchvision:"):
+        if name.startswith(prefix):
+            base = name[len(prefix):]
+            if base in list_names():
+                return "tv", base
+            close = difflib.get_close_matches(base, list_names(), n=4, cutoff=0.6)
+            hint = f" Did you mean: {', '.join('tv:' + c for c in close)}?" if close else ""
+            raise CnnvitError(f"unknown torchvision model {base!r} in {name!r}.{hint}")
+    import timm
+
+    base = name[len("timm:"):] if name.startswith("timm:") else name
+    if timm.is_model(base):
+        return "timm", base
+    raise unknown_model_error(name)
+
+
+def unknown_model_error(name: str) -> CnnvitError:
+    """CnnvitError naming the presets and the closest known names."""
+    import timm
+
+    candidates = list(dict.fromkeys([*PRESETS, *timm.list_models(),
+                                     *("tv:" + n for n in list_names())]))
+    close = difflib.get_close_matches(name.strip().lower(), candidates, n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return CnnvitError(
+        f"unknown model {name!r}. Presets: {', '.join(PRESETS)}; any timm model name also works "
+        "(timm.list_models() lists them, e.g. resnet10t, convnext_tiny, deit_small_patch16_224), "
+        f"and any torchvision classifier as tv:<name> (e.g. tv:resnet50).{hint}")
+
+
+def build(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
+          pretrained: bool = False, weights: str | Path | None = None,
+          **kwargs: Any) -> nn.Module:
+    """Build model `name` for `num_classes` classes, `in_chans` channels, `image_size` px inputs.
+
+    `pretrained`: the library's published weights (a CnnvitError when they cannot be had).
+    `weights`: a local state dict / .safetensors / cnnvit checkpoint, adapted to the head, the
+    channel count and the token grid (it replaces `pretrained`). What was loaded and adapted is
+    in `model.cnnvit_weights_report` (a list of lines; empty for a random initialisation).
+    """
+    for label, value in (("num_classes", num_classes), ("in_chans", in_chans),
+                         ("image_size", image_size)):
+        if not isinstance(value, int) or value < 1:
+            raise CnnvitError(f"{label} must be a positive integer, got {value!r}")
+    kind, base = _resolve(name)
+    download = pretrained and weights is None
+    if kind == "small":
+        if download:
+            raise CnnvitError(f"{name} has no published pretrained weights: train it from scratch "
+                              "(drop --pretrained) or pass --weights PATH")
+        if base == "resnet18-small":
+            if kwargs:
+                raise CnnvitError(f"resnet18-small takes no options (got {', '.join(kwargs)})")
+            model = resnet18_small(num_classes, in_chans)
+        else:
+            model = vit_small_input(num_classes, in_chans, image_size, **kwargs)
+    elif kind == "tv":
+        model = build_torchvision(base, num_classes, in_chans, image_size, pretrained=download,
+                                  display_name=name, **kwargs)
+    else:
+        model = build_timm(base, num_classes, in_chans, image_size, pretrained=download, **kwargs)
+    report = list(getattr(model, "cnnvit_weights_report", []))
+    if weights is not None:
+        report = load_weights(model, weights, name)
+    model.cnnvit_weights_report = report
+    model.cnnvit_name = name
+    model.cnnvit_family = family(model)
+    return model
+
+
+def _module_family(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] not in {"timm", "torchvision", "cnnvit"}:
+        return None
+    return "vit" if parts[-1] in VIT_MODULES else "cnn"
+
+
+def family(name_or_model: str | nn.Module) -> str:
+    """"vit" for transformer families (ViT, DeiT, Swin, BEiT, ...), "cnn" otherwise."""
+    if isinstance(name_or_model, nn.Module):
+        known = getattr(name_or_model, "cnnvit_family", None)
+        if known in {"cnn", "vit"}:
+            return known
+        fam = _module_family(type(name_or_model).__module__)
+        if fam is not None:
+            return fam
+        return "vit" if hasattr(name_or_model, "patch_embed") else "cnn"
+    kind, base = _resolve(name_or_model)
+    if kind == "small":
+        return _SMALL[base]
+    if kind == "tv":
+        import torchvision
+
+        return _module_family(torchvision.models.get_model_builder(base).__module__) or "cnn"
+    import timm
+
+    arch = timm.models.split_model_name_tag(base)[0]
+    return _module_family(timm.models.model_entrypoint(arch).__module__) or "cnn"
+
+
+def describe(name: str) -> str:
+    """One line about model `name` for --help and error messages."""
+    if name in PRESETS:
+        return f"{name}: {PRESETS[name]}"
+    import timm
+
+    kind, base = _resolve(name)
+    fam = family(name).upper() if family(name) == "cnn" else "ViT"
+    if kind == "tv":
+        return f"{name}: torchvision {base} ({fam}); pretrained: torchvision's default weights"
+    cfg = timm.models.get_pretrained_cfg(base)
+    tag = f"; pretrained: {cfg.tag or 'default'} weights" if cfg is not None else ""
+    return f"{name}: timm {base} ({fam}){tag}"
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with requires_grad when `trainable_only`)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def input_normalization(name: str, pretrained_or_weights: bool,
+                        in_chans: int = 3) -> tuple[tuple, tuple] | None:
+    """(mean, std) the published weights of `name` expect, or None (use the dataset's statistics).
+
+    None when the model starts from scratch or has no published weights (the small presets).
+    timm models: their pretrained_cfg; torchvision: ImageNet. For `in_chans` != 3 the values are
+    averaged (1 channel) or repeated, matching how input convs are adapted.
+    """
+    if not pretrained_or_weights:
+        return None
+    kind, base = _resolve(name)
+    if kind == "small":
+        return None
+    import timm
+
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if kind == "timm":
+        cfg = timm.models.get_pretrained_cfg(base)
+        if cfg is not None and cfg.mean and cfg.std:
+            mean, std = tuple(cfg.mean), tuple(cfg.std)
+    return _per_channel(mean, in_chans), _per_channel(std, in_chans)
+
+
+def _per_channel(values: tuple, in_chans: int) -> tuple:
+    values = tuple(float(v) for v in values)
+    if in_chans == len(values):
+        return values
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    return tuple(values[i % len(values)] for i in range(in_chans))

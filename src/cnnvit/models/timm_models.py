@@ -1,0 +1,48 @@
+"""timm models by name, with `img_size` passed to the architectures that take it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from cnnvit.errors import CnnvitError
+from cnnvit.models import hub
+
+
+def _create(name: str, pretrained: bool, image_size: int, **kwargs: Any) -> nn.Module:
+    """timm.create_model with img_size when the architecture accepts it (ViTs, Swin...)."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in str(exc):
+            raise
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def build_timm(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
+               pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm model `name` for `num_classes` classes, `in_chans` channels, `image_size` px inputs.
+
+    `pretrained` takes timm's published weights from the cache or the network (never hanging
+    offline); timm adapts the head, the input conv and the position embeddings itself.
+    """
+    def create() -> nn.Module:
+        return _create(name, pretrained, image_size, num_classes=num_classes,
+                       in_chans=in_chans, **kwargs)
+
+    try:
+        if not pretrained:
+            return create()
+        kind, source = hub.timm_weights_source(name)
+        model = hub.fetch(name, kind, source, create)
+    except CnnvitError:
+        raise
+    except Exception as exc:
+        raise CnnvitError(f"cannot build timm model {name} for {image_size} px images with "
+                          f"{in_chans} channel(s) and {num_classes} classes: "
+                          f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    model.cnnvit_weights_report = [f"pretrained weights from {source}"]
+    return model
