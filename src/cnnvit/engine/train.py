@@ -230,8 +230,8 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
                             {"model": payload["model"], "epoch": epoch + 1,
                              "config": payload["config"], "resolved": resolved,
                              "score": score, "selection_metric": cfg.selection_metric})
-        save_checkpoint(last_path, payload)
         atomic_write_csv(pd.DataFrame(history), out / "history.csv")
+        save_checkpoint(last_path, payload)  # last: the epoch counts as done once this exists
         auc = "n/a" if val["auc_macro"] is None else f"{val['auc_macro']:.3f}"
         log.info(f"epoch {epoch + 1:>3}/{cfg.epochs} lr {lr:.2e} | train loss "
                  f"{row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | val loss "

@@ -1,0 +1,53 @@
+"""Compare stage: read a run directory's model results, write tables and summary.md.
+
+    compare(run_dir, mode=None) -> {"final_comparison": Path, "per_class": Path,
+                                    "per_class_accuracy": Path, ["seed_summary": Path,]
+                                    "summary": Path}
+
+Reads only `DIR/models/<name>[/seed_<n>]/{metrics_val,metrics_test,summary}.json`,
+`DIR/manifest.json` (mode) and, when present, `DIR/explain/faithfulness.csv`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnvit.compare import collect, summary, tables
+from cnnvit.errors import CnnvitError
+from cnnvit.io import atomic_write_csv, atomic_write_text
+
+__all__ = ["compare"]
+
+
+def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
+    """Write `DIR/results/` comparison tables and summary.md; return the written paths.
+
+    `mode` ("full" or "reduced") defaults to the manifest's, else "full". With seeded models
+    (`seed_<n>/` dirs) also writes seed_summary.csv; otherwise a stale one is removed.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnvitError(f"{run_dir}: no such run directory; run `cnnvit run --out {run_dir}` "
+                          "first")
+    runs = collect.discover(run_dir)
+    mode = collect.resolve_mode(run_dir, mode)
+    metrics = tables.metric_columns(runs)
+    final = tables.final_comparison(runs, mode, metrics)
+    per_class = tables.per_class(runs)
+
+    results = run_dir / "results"
+    frames = {"final_comparison": final, "per_class": per_class,
+              "per_class_accuracy": tables.per_class_accuracy(per_class)}
+    seed_path = results / "seed_summary.csv"
+    if final["seed"].notna().any():
+        frames["seed_summary"] = tables.seed_summary(final, metrics)
+    else:
+        seed_path.unlink(missing_ok=True)
+    written: dict[str, Path] = {}
+    for name, df in frames.items():
+        written[name] = results / f"{name}.csv"
+        atomic_write_csv(df, written[name])
+    written["summary"] = results / "summary.md"
+    text = summary.render(final, mode, collect.read_faithfulness(run_dir))
+    atomic_write_text(written["summary"], text)
+    return written

@@ -1,0 +1,149 @@
+"""Grad-CAM / Grad-CAM++ through pytorch-grad-cam, and `explain`, the one entry point.
+
+Default target layers: ViT (timm, `model.blocks`) → `blocks[-1].norm1` with its tokens
+reshaped to the patch grid; ResNets (torchvision and timm) → `layer4[-1]`; timm EfficientNet /
+MobileNet → `conv_head`; any other CNN → its last `nn.Conv2d`. A dotted module name
+(`"layer3.1"`) overrides the choice.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from cnnvit.errors import CnnvitError
+from cnnvit.explain._common import (
+    as_targets,
+    check_images,
+    inference_state,
+    model_device,
+    normalize_maps,
+)
+from cnnvit.explain.rollout import attention_rollout, token_layout
+from cnnvit.models import family
+
+CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
+METHODS = ("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam")
+
+
+def is_token_vit(model: nn.Module) -> bool:
+    """A ViT with `blocks` over a patch-token grid (timm VisionTransformer and relatives)."""
+    return (isinstance(getattr(model, "blocks", None), nn.Module)
+            and getattr(getattr(model, "patch_embed", None), "grid_size", None) is not None)
+
+
+def _named_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n]
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"Did you mean: {', '.join(close)}? " if close else ""
+        top = ", ".join(n for n, _ in model.named_children())
+        raise CnnvitError(f"no layer {name!r} in {type(model).__name__}. {hint}Layers are dotted "
+                          f"module names as in model.named_modules() (e.g. {names[-1]!r}); "
+                          f"top level: {top}") from None
+
+
+def target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
+    """The module whose activations Grad-CAM weighs: `name` (dotted) or the default above."""
+    if name is not None:
+        return _named_layer(model, name)
+    if is_token_vit(model):
+        last = model.blocks[-1]
+        return getattr(last, "norm1", last)
+    if family(model) == "vit":
+        raise CnnvitError(f"no default Grad-CAM layer for {type(model).__name__} (a transformer "
+                          "without a ViT token grid): pass a layer name whose output is N×C×H×W")
+    layer4 = getattr(model, "layer4", None)
+    if isinstance(layer4, nn.Sequential) and len(layer4):
+        return layer4[-1]
+    conv_head = getattr(model, "conv_head", None)
+    if isinstance(conv_head, nn.Conv2d):
+        return conv_head
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise CnnvitError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM: pass a layer "
+                          "name whose output is N×C×H×W")
+    return convs[-1]
+
+
+def vit_reshape_transform(model: nn.Module,
+                          image_size: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Tokens N×T×C → feature map N×C×grid_h×grid_w, prefix tokens dropped (4-D passes through)."""
+    grid_h, grid_w, prefix = token_layout(model, image_size)
+
+    def transform(tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.ndim != 3:
+            return tokens
+        if tokens.shape[1] != prefix + grid_h * grid_w:
+            raise CnnvitError(f"layer output has {tokens.shape[1]} tokens, expected {prefix} "
+                              f"prefix + {grid_h}×{grid_w} patch tokens")
+        return tokens[:, prefix:].reshape(tokens.shape[0], grid_h, grid_w,
+                                          tokens.shape[2]).permute(0, 3, 1, 2)
+
+    return transform
+
+
+def cam_maps(model: nn.Module, images: torch.Tensor,
+             targets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+             method: str = "gradcam", layer: str | nn.Module | None = None,
+             batch_size: int = 32) -> torch.Tensor:
+    """Grad-CAM (or Grad-CAM++) maps, N×H×W float32 on the CPU, each min-max scaled to [0, 1].
+
+    `targets`: a class index per image (None: the predicted class). Gradients are taken with
+    respect to a copy of the input, so frozen models work; the model's train/eval modes,
+    `requires_grad` flags and `.grad` are left as they were, and all hooks are released.
+    """
+    if method not in CAM_METHODS:
+        raise CnnvitError(f"unknown CAM method {method!r}; use one of {', '.join(CAM_METHODS)}")
+    images = check_images(images)
+    n = images.shape[0]
+    classes = None if targets is None else as_targets(targets, n)
+    module = layer if isinstance(layer, nn.Module) else target_layer(model, layer)
+    transform = vit_reshape_transform(model, images.shape[-2:]) if is_token_vit(model) else None
+    device = model_device(model)
+    starts = range(0, n, batch_size)
+    maps = []
+    with (inference_state(model), torch.enable_grad(),
+          CAM_METHODS[method](model=model, target_layers=[module],
+                              reshape_transform=transform) as cam):
+        for start in starts:
+            batch = images[start:start + batch_size].detach().to(device).requires_grad_(True)
+            chunk = None if classes is None else [ClassifierOutputTarget(int(c))
+                                                  for c in classes[start:start + batch_size]]
+            maps.append(torch.from_numpy(cam(input_tensor=batch, targets=chunk)))
+    if len(maps) != len(starts):  # pytorch-grad-cam's __exit__ swallows IndexError
+        raise CnnvitError("Grad-CAM failed: is a target class index beyond the model's outputs?")
+    return normalize_maps(torch.cat(maps))
+
+
+def explain(model: nn.Module, images: torch.Tensor, method: str = "auto",
+            targets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+            **kwargs: Any) -> tuple[torch.Tensor, str]:
+    """Saliency maps N×H×W in [0, 1] (float32, CPU) and the method used.
+
+    "auto": Grad-CAM for CNNs, attention rollout for ViTs. "vit-gradcam": Grad-CAM on a ViT's
+    last block (ViTs only). Rollout is class-agnostic and ignores `targets`. `kwargs` go to
+    `cam_maps` (layer, batch_size) or `attention_rollout` (head_fusion, discard_ratio,
+    batch_size).
+    """
+    if method not in METHODS:
+        raise CnnvitError(f"unknown explanation method {method!r}; use one of {', '.join(METHODS)}")
+    fam = family(model)
+    if method == "auto":
+        method = "rollout" if fam == "vit" else "gradcam"
+    if method in ("rollout", "vit-gradcam") and fam != "vit":
+        raise CnnvitError(f"{method} needs a Vision Transformer; {type(model).__name__} is a CNN: "
+                          "use gradcam or gradcam++")
+    if method == "rollout":
+        return attention_rollout(model, images, **kwargs), method
+    cam_method = "gradcam" if method == "vit-gradcam" else method
+    return cam_maps(model, images, targets, cam_method, **kwargs), method

@@ -1,0 +1,173 @@
+"""Attention rollout (Abnar & Zuidema 2020) for timm VisionTransformer-style models.
+
+Per block the heads' attention probabilities are fused (mean / max / min), optionally the
+weakest weights are discarded, the identity is added for the residual connection and rows are
+renormalised to sum to 1; the rollout is the product A_L @ ... @ A_1. The map is the class
+token's row over the patch tokens (prefix tokens — class, distillation, registers — dropped),
+reshaped to the patch grid and upsampled bilinearly to the input size. Models without a class
+token (global_pool="avg") use the mean of the patch-token rows instead, matching their average
+pooling over patch tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cnnvit.errors import CnnvitError
+from cnnvit.explain._common import check_images, inference_state, model_device, normalize_maps
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def token_layout(model: nn.Module,
+                 image_size: Sequence[int] | None = None) -> tuple[int, int, int]:
+    """(grid_h, grid_w, num_prefix_tokens) of a ViT, read from the model.
+
+    `image_size` (H, W) matters only for models built with `dynamic_img_size=True`; otherwise
+    the grid is `model.patch_embed.grid_size`. Prefix tokens are `model.num_prefix_tokens`
+    (class + distillation + register tokens).
+    """
+    patch_embed = getattr(model, "patch_embed", None)
+    grid = getattr(patch_embed, "grid_size", None)
+    if grid is None:
+        raise CnnvitError(f"{type(model).__name__} has no patch_embed.grid_size: it is not a "
+                          "ViT with a patch-token grid")
+    if image_size is not None and getattr(model, "dynamic_img_size", False):
+        grid = patch_embed.dynamic_feat_size(tuple(int(s) for s in image_size))
+    prefix = getattr(model, "num_prefix_tokens", None)
+    if prefix is None:
+        prefix = int(getattr(model, "cls_token", None) is not None)
+    return int(grid[0]), int(grid[1]), int(prefix)
+
+
+def has_class_token(model: nn.Module) -> bool:
+    """True when the model prepends a class token (timm: `model.cls_token` is not None)."""
+    return getattr(model, "cls_token", None) is not None
+
+
+def _attention_modules(model: nn.Module) -> list[nn.Module]:
+    blocks = getattr(model, "blocks", None)
+    attns = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
+    if not attns or any(a is None or not hasattr(a, "fused_attn")
+                        or not isinstance(getattr(a, "attn_drop", None), nn.Module)
+                        for a in attns):
+        raise CnnvitError(f"attention rollout needs a ViT whose model.blocks[i].attn are timm "
+                          f"Attention modules (with fused_attn and attn_drop); "
+                          f"{type(model).__name__} has none. Use gradcam with a layer instead.")
+    return attns
+
+
+@contextmanager
+def capture_attention(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+    """Record each block's softmaxed attention (B×heads×T×T) during forward passes.
+
+    Yields a dict block index → attention of the latest forward pass. Fused attention is
+    switched off inside the block (its probabilities are never materialised) and a forward hook
+    on `attn.attn_drop` reads its input; flags and hooks are restored on exit, even on error.
+    """
+    attns = _attention_modules(model)
+    fused = [a.fused_attn for a in attns]
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
+    try:
+        for i, attn in enumerate(attns):
+            attn.fused_attn = False
+
+            def hook(_module: nn.Module, inputs: tuple, _output: torch.Tensor, i: int = i) -> None:
+                captured[i] = inputs[0].detach()
+
+            handles.append(attn.attn_drop.register_forward_hook(hook))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, flag in zip(attns, fused, strict=True):
+            attn.fused_attn = flag
+
+
+def _fuse_heads(attn: torch.Tensor, head_fusion: str) -> torch.Tensor:
+    if head_fusion == "mean":
+        return attn.mean(dim=1)
+    if head_fusion == "max":
+        return attn.amax(dim=1)
+    return attn.amin(dim=1)
+
+
+def _discard(fused: torch.Tensor, ratio: float, class_token: bool) -> torch.Tensor:
+    """Zero the lowest `ratio` fraction of weights; weights to or from the class token stay."""
+    n, t, _ = fused.shape
+    candidate = torch.ones(t, t, dtype=torch.bool, device=fused.device)
+    if class_token:
+        candidate[0, :] = False
+        candidate[:, 0] = False
+    k = int(candidate.sum().item() * ratio)
+    if k == 0:
+        return fused
+    scores = fused.masked_fill(~candidate, float("inf")).reshape(n, -1)
+    lowest = scores.topk(k, dim=1, largest=False, sorted=False).indices
+    return fused.reshape(n, -1).scatter(1, lowest, 0.0).reshape(n, t, t)
+
+
+def rollout_matrices(model: nn.Module, images: torch.Tensor, head_fusion: str = "mean",
+                     discard_ratio: float = 0.0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-block matrices and their rollout for one batch (one forward pass).
+
+    Returns (blocks, rollout): `blocks[l]` is block l's N×T×T matrix after head fusion,
+    discarding, adding the identity and renormalising rows (row-stochastic); `rollout` is
+    blocks[L-1] @ ... @ blocks[0] (N×T×T, row-stochastic). T counts prefix and patch tokens.
+    """
+    if head_fusion not in HEAD_FUSIONS:
+        raise CnnvitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, "
+                          f"got {head_fusion!r}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise CnnvitError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    images = check_images(images)
+    class_token = has_class_token(model)
+    with inference_state(model), torch.no_grad(), capture_attention(model) as captured:
+        model(images.to(model_device(model)))
+    if len(captured) != len(model.blocks):
+        raise CnnvitError(f"attention was recorded in {len(captured)} of {len(model.blocks)} "
+                          "blocks: the model's forward does not run every block's attention")
+    attentions = [captured[i] for i in range(len(captured))]
+    blocks = []
+    rollout = None
+    for attn in attentions:
+        fused = _discard(_fuse_heads(attn.float(), head_fusion), discard_ratio, class_token)
+        fused = fused + torch.eye(fused.shape[-1], device=fused.device)
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        blocks.append(fused)
+        rollout = fused if rollout is None else fused @ rollout
+    return blocks, rollout
+
+
+def attention_rollout(model: nn.Module, images: torch.Tensor, head_fusion: str = "mean",
+                      discard_ratio: float = 0.0, batch_size: int = 64) -> torch.Tensor:
+    """Attention-rollout maps, N×H×W float32 on the CPU, each min-max scaled to [0, 1].
+
+    Class-agnostic (the class token's attention flow, not a class-specific explanation).
+    """
+    images = check_images(images)
+    height, width = images.shape[-2:]
+    grid_h, grid_w, prefix = token_layout(model, (height, width))
+    maps = []
+    for start in range(0, images.shape[0], batch_size):
+        _, rollout = rollout_matrices(model, images[start:start + batch_size], head_fusion,
+                                      discard_ratio)
+        if rollout.shape[-1] != prefix + grid_h * grid_w:
+            raise CnnvitError(f"the model produced {rollout.shape[-1]} tokens for "
+                              f"{height}×{width} px inputs, expected {prefix} prefix + "
+                              f"{grid_h}×{grid_w} patch tokens: feed images of the size the "
+                              "model was built for")
+        if has_class_token(model):
+            flow = rollout[:, 0, prefix:]
+        else:
+            flow = rollout[:, prefix:, prefix:].mean(dim=1)
+        grid = flow.reshape(-1, 1, grid_h, grid_w)
+        maps.append(F.interpolate(grid, size=(height, width), mode="bilinear",
+                                  align_corners=False)[:, 0])
+    return normalize_maps(torch.cat(maps))
