@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import socket
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,44 +11,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from cnnvit import data
 from cnnvit.errors import DataError
-
-NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.delenv("CNNVIT_DATA", raising=False)
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def write_fake_cifar10(root: Path, monkeypatch: pytest.MonkeyPatch, per_batch: int = 20) -> Path:
-    """cifar-10-batches-py with data_batch_1..5, test_batch and batches.meta (latin1 pickles of
-    {"data": uint8 N×3072 (channel-major rows), "labels": [...]}); torchvision's md5 lists are
-    patched to the fake files' md5s."""
-    folder = root / CIFAR10.base_folder
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    train_list, test_list = [], []
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"batch_label": name, "labels": [i % 10 for i in range(per_batch)],
-                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-        (test_list if name == "test_batch" else train_list).append([name, md5(folder / name)])
-    meta = {"label_names": NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    monkeypatch.setattr(CIFAR10, "train_list", train_list)
-    monkeypatch.setattr(CIFAR10, "test_list", test_list)
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(folder / "batches.meta")})
-    return folder
+from tests.fakes import NAMES, md5, write_fake_cifar10
 
 
 def test_cifar10_loads_with_a_stratified_val_split(tmp_path, monkeypatch) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import socket
 import urllib.error
 from pathlib import Path
 
@@ -15,39 +13,7 @@ import torchvision.datasets.utils
 
 from cnnvit import data
 from cnnvit.errors import DataError
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.delenv("CNNVIT_DATA", raising=False)
-
-
-def write_fake(directory: Path, flag: str, size: int = 28, classes: int = 8,
-               channels: int = 3, n: tuple[int, int, int] = (24, 8, 16)) -> Path:
-    """A MedMNIST-format npz: uint8 images N×S×S(×3), uint8 labels N×1."""
-    rng = np.random.default_rng(0)
-    shape = (size, size, 3) if channels == 3 else (size, size)
-    arrays = {}
-    for split, count in zip(data.SPLITS, n, strict=True):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (count, *shape), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(count) % classes).astype(np.uint8)[:, None]
-    suffix = "" if size == 28 else f"_{size}"
-    path = directory / f"{flag}{suffix}.npz"
-    np.savez_compressed(path, **arrays)
-    return path
-
-
-def trust(monkeypatch: pytest.MonkeyPatch, flag: str, path: Path, size: int = 28) -> str:
-    """Make medmnist.INFO list the fake file's md5 (on a copy of the flag's entry)."""
-    digest = hashlib.md5(path.read_bytes()).hexdigest()
-    key = "MD5" if size == 28 else f"MD5_{size}"
-    monkeypatch.setitem(medmnist.INFO, flag, {**medmnist.INFO[flag], key: digest})
-    return digest
+from tests.fakes import trust, write_fake
 
 
 def test_bloodmnist_loads(tmp_path, monkeypatch) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -13,15 +12,6 @@ from PIL import Image
 from cnnvit import data
 from cnnvit.data import checksum
 from cnnvit.errors import DataError
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network access in a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo[DataError]) -> str:

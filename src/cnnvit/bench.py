@@ -73,18 +73,21 @@ def _batch_size(size: int, device: torch.device) -> int:
     return 128 if size <= 64 else 16
 
 
-def _time(fn, steps: int, device: torch.device) -> float:
-    """Seconds per call: two warm-up calls, then the median of `steps` timed calls."""
+def _time_pair(fn_a, fn_b, steps: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds per call of two functions, timed alternately (A, B, A, B, ...) after two
+    warm-up calls each, so a load that comes and goes on a shared machine hits both alike."""
     for _ in range(2):
-        fn()
-    times = []
+        fn_a()
+        fn_b()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def bench_case(case: str, device: torch.device, steps: int, peak: float) -> BenchResult:
@@ -132,8 +135,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
         logits, loss = train_step(model, x, y, optimizer, criterion, scaler, dtype)
         _ = (loss * len(y), (logits.argmax(1) == y).sum())  # the loop's accounting
 
-    t_model = _time(model_only, steps, device)
-    t_full = _time(full_step, steps, device)
+    t_model, t_full = _time_pair(model_only, full_step, steps, device)
     achieved = train_flops * bs / t_full
     return BenchResult(case=case, device=str(device), batch_size=bs,
                        full_images_per_s=round(bs / t_full, 1),
@@ -174,10 +176,14 @@ def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
     results = []
     for case in cases:
         results.append(bench_case(case, dev, steps, peak))
+        peak = max(peak, matmul_peak(dev))  # re-measured between cases; the best one stands
         r = results[-1]
         print(f"  {case}: {r.full_images_per_s} img/s full, {r.model_only_images_per_s} img/s "
               f"model only ({r.full_over_model_only:.1%}), {r.share_of_peak:.1%} of peak",
               flush=True)
+    for r in results:  # every share against the final (best) peak measurement
+        r.peak_gflop_per_s = round(peak / 1e9, 1)
+        r.share_of_peak = round(r.achieved_gflop_per_s * 1e9 / peak, 3)
     print(markdown_table(results))
     if out:
         payload = {"device": str(dev), "device_name": name, "torch": torch.__version__,

@@ -161,6 +161,47 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from cnnvit import config, presets
+    from cnnvit.workflow import Study
+
+    if args.list:
+        for name in presets.available():
+            print(f"{name}: {presets.load(name).description}")
+        return 0
+    overrides = config.parse_set(args.set)
+    for flag, key in (("epochs", "epochs"), ("image_size", "image_size"), ("device", "device"),
+                      ("data_root", "data_root"), ("threads", "threads")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    for switch in ("deterministic", "download"):
+        if getattr(args, switch):
+            overrides[switch] = True
+    seeds = [_int(s, "--seeds") for s in args.seeds.split(",")] if args.seeds else None
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    preset = presets.load(args.preset, reduced=args.reduced, dataset=args.dataset,
+                          models=models, seeds=seeds, overrides=overrides)
+    out = args.out or f"runs/{preset.name}"
+    Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
+          quiet=args.quiet).run()
+    return 0
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise CnnvitError(f"{flag} takes integers separated by commas; got '{text}'") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from cnnvit.compare import compare
+
+    for name, path in compare(args.run_dir, mode=args.mode).items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one sub-command per function)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -183,6 +224,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no epoch lines on stdout")
     p.add_argument("--keys", action="store_true", help="list every config key and its default")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("run", help="the whole comparison study in one command",
+                       formatter_class=fmt, description="Stages: data → train every model (and "
+                       "seed) → evaluate → explain → compare. Re-running the same command "
+                       "continues where it stopped.",
+                       epilog="examples:\n  cnnvit run --preset quickstart --out runs/quick\n"
+                       "  cnnvit run --preset bloodmnist-native --reduced --out runs/blood\n"
+                       "  cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds\n"
+                       "  cnnvit run --list")
+    p.add_argument("--preset", default="quickstart", help="preset name (see --list) or a "
+                   "YAML file")
+    p.add_argument("--list", action="store_true", help="list the presets")
+    p.add_argument("--dataset", default=None, help="replace the preset's dataset")
+    p.add_argument("--models", default=None, help="comma list: preset entries or model names")
+    p.add_argument("--seeds", default=None, help="comma list, e.g. 42,43,44")
+    p.add_argument("--image-size", dest="image_size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--reduced", action="store_true", help="shorter schedule, smaller inputs; "
+                   "outputs under DIR/reduced/, labelled reduced everywhere")
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data-root", dest="data_root", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--download", action="store_true", help="download missing datasets")
+    p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--force", action="store_true", help="retrain models that already finished")
+    p.add_argument("--no-explain", action="store_true", help="skip the explain stage")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="config key for every model, or MODEL.KEY=VALUE for one (repeatable)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("compare", help="comparison tables and summary of a run directory",
+                       formatter_class=fmt, epilog="example:\n  cnnvit compare runs/quick")
+    p.add_argument("run_dir")
+    p.add_argument("--mode", default=None, choices=("full", "reduced"))
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("evaluate", help="re-evaluate a trained model directory",
                        formatter_class=fmt, epilog="example:\n  cnnvit evaluate runs/d-vit "

@@ -119,11 +119,17 @@ def normalization(cfg: Config, ds: Dataset) -> tuple[list[float], list[float]]:
     return [float(v) for v in mean], [float(v) for v in std]
 
 
-def prepare(cfg: Config) -> Setup:
-    """Load the data named by `cfg` and resolve the input size, normalisation and device."""
+def load_data(cfg: Config) -> Dataset:
+    """The dataset `cfg` names (MedMNIST: the native file `data_size` selects)."""
+    return data.load(cfg.dataset, size=data_size(cfg), root=cfg.data_root,
+                     download=cfg.download, seed=cfg.seed)
+
+
+def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
+    """Load the data named by `cfg` (unless given) and resolve input size, normalisation and
+    device."""
     device = resolve_device(cfg.device)
-    ds = data.load(cfg.dataset, size=data_size(cfg), root=cfg.data_root,
-                   download=cfg.download, seed=cfg.seed)
+    ds = dataset if dataset is not None else load_data(cfg)
     image_size = cfg.image_size or ds.info.image_size
     mean, std = normalization(cfg, ds)
     return Setup(cfg=cfg, dataset=ds, device=device, image_size=image_size, mean=mean, std=std)

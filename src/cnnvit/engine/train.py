@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from cnnvit import __version__, metrics, models
 from cnnvit import config as config_mod
 from cnnvit.config import Config
+from cnnvit.data.types import Dataset
 from cnnvit.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.engine.evaluate import evaluate_split, predict
 from cnnvit.engine.flops import flops_per_image
@@ -102,8 +104,12 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     return logits.detach(), loss.detach()
 
 
-def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
-    """Train `cfg.model` on `cfg.dataset` into `cfg.out`; returns the model directory."""
+def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
+        dataset: Dataset | None = None) -> Path:
+    """Train `cfg.model` on `cfg.dataset` into `cfg.out`; returns the model directory.
+
+    `dataset`: the already loaded data `cfg.dataset` names (saves reloading it per model).
+    """
     out = Path(cfg.out)
     last_path = out / "checkpoints" / "last.pt"
     state = load_checkpoint(last_path) if resume and last_path.is_file() else None
@@ -115,9 +121,13 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
         raise CnnvitError(f"{out} already holds a trained model; pass --resume to continue it "
                           "or choose another --out")
 
+    (out / "summary.json").unlink(missing_ok=True)  # present only once training has finished
     configure(cfg.threads, cfg.deterministic)
     seed_everything(cfg.seed)
-    setup = prepare(cfg)
+    setup = prepare(cfg, dataset)
+    base_rss = peak_rss = rss_bytes()  # CPU memory: growth above this while training
+    if setup.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(setup.device)
     log = _logger(out / "train.log", quiet)
     # A resumed run loads its own weights from the checkpoint: no pretrained download needed.
     model = setup.build_model(pretrained=False, weights=None) if state else setup.build_model()
@@ -195,6 +205,8 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             bar.update(1)
+            if step % 8 == 0:
+                peak_rss = max(peak_rss, rss_bytes())
             if deadline is not None and time.monotonic() > deadline:
                 stop_reason = f"time budget of {cfg.max_minutes:g} min reached mid-epoch"
                 break
@@ -250,7 +262,7 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
     extra = {"checkpoint": "best", "epoch": best_epoch}
     results = {s: evaluate_split(model, setup, s, out, extra) for s in ("val", "test")}
     summary = _summary(setup, resolved, history, best_epoch, train_seconds, stop_reason,
-                       results)
+                       results, base_rss, peak_rss)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     test = results["test"]
     log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
@@ -259,25 +271,30 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False) -> Path:
 
 
 def _summary(setup: Setup, resolved: dict, history: list[dict], best_epoch: int,
-             train_seconds: float, stop_reason: str, results: dict) -> dict[str, Any]:
+             train_seconds: float, stop_reason: str, results: dict, base_rss: int,
+             peak_rss: int) -> dict[str, Any]:
     """Cost and outcome of the run, read by `cnnvit compare`."""
     device = setup.device
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else _cpu_peak_rss())
+            else peak_rss - base_rss)
     return {"model": setup.cfg.model, "dataset": setup.cfg.dataset,
             "synthetic": setup.info.synthetic, "parameters": resolved["parameters"],
             "flops_per_image": resolved["flops_per_image"], "image_size": setup.image_size,
-            "epochs_run": len(history), "best_epoch": best_epoch, "stop_reason": stop_reason,
+            "epochs": setup.cfg.epochs, "epochs_run": len(history), "best_epoch": best_epoch,
+            "stop_reason": stop_reason,
             "train_seconds": round(train_seconds, 3),
             "train_images_per_s": round(sum(h["train_images_per_s"] for h in history)
                                         / len(history), 1),
             "eval_images_per_s": results["test"]["eval_images_per_s"],
             "peak_memory_bytes": int(peak), "peak_memory_kind": (
-                "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"),
+                "cuda_max_allocated" if device.type == "cuda" else "cpu_rss_growth"),
             "device": str(device)}
 
 
-def _cpu_peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def rss_bytes() -> int:
+    """Resident memory of this process now (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -50,7 +50,7 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
 
 def as_targets(targets: Sequence[int] | np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
     """Class indices as an int64 CPU tensor of length `n`."""
-    out = torch.as_tensor(np.asarray(targets), dtype=torch.int64).reshape(-1)
+    out = torch.as_tensor(targets).detach().cpu().to(torch.int64).reshape(-1)
     if out.numel() != n:
         raise CnnvitError(f"need one target class per image: {n} images, {out.numel()} targets")
     if (out < 0).any():

@@ -1,9 +1,10 @@
 """Grad-CAM / Grad-CAM++ through pytorch-grad-cam, and `explain`, the one entry point.
 
-Default target layers: ViT (timm, `model.blocks`) → `blocks[-1].norm1` with its tokens
-reshaped to the patch grid; ResNets (torchvision and timm) → `layer4[-1]`; timm EfficientNet /
-MobileNet → `conv_head`; any other CNN → its last `nn.Conv2d`. A dotted module name
-(`"layer3.1"`) overrides the choice.
+Default target layers, first match wins: ViT (timm, `model.blocks` over a patch grid) →
+`blocks[-1].norm1` with its tokens reshaped to the patch grid; ResNets (torchvision and timm)
+→ `layer4[-1]`; timm EfficientNet → `conv_head`; other timm models → the last stage named in
+`model.feature_info` (ConvNeXt, RegNet, MobileNetV3, Swin (channels-last), ...); any other CNN
+→ its last `nn.Conv2d`. A dotted module name (`"layer3.1"`) overrides the choice.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cnnvit.errors import CnnvitError
 from cnnvit.explain._common import (
@@ -29,7 +28,7 @@ from cnnvit.explain._common import (
 from cnnvit.explain.rollout import attention_rollout, token_layout
 from cnnvit.models import family
 
-CAM_METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus}
+CAM_METHODS = ("gradcam", "gradcam++")
 METHODS = ("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam")
 
 
@@ -48,8 +47,8 @@ def _named_layer(model: nn.Module, name: str) -> nn.Module:
         hint = f"Did you mean: {', '.join(close)}? " if close else ""
         top = ", ".join(n for n, _ in model.named_children())
         raise CnnvitError(f"no layer {name!r} in {type(model).__name__}. {hint}Layers are dotted "
-                          f"module names as in model.named_modules() (e.g. {names[-1]!r}); "
-                          f"top level: {top}") from None
+                          f"module names as in model.named_modules(); top level: {top or 'none'}"
+                          ) from None
 
 
 def target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
@@ -59,15 +58,19 @@ def target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
     if is_token_vit(model):
         last = model.blocks[-1]
         return getattr(last, "norm1", last)
-    if family(model) == "vit":
-        raise CnnvitError(f"no default Grad-CAM layer for {type(model).__name__} (a transformer "
-                          "without a ViT token grid): pass a layer name whose output is N×C×H×W")
     layer4 = getattr(model, "layer4", None)
     if isinstance(layer4, nn.Sequential) and len(layer4):
         return layer4[-1]
-    conv_head = getattr(model, "conv_head", None)
-    if isinstance(conv_head, nn.Conv2d):
-        return conv_head
+    from timm.models import EfficientNet
+
+    if isinstance(model, EfficientNet):
+        return model.conv_head
+    feature_info = getattr(model, "feature_info", None)
+    if isinstance(feature_info, list) and feature_info and "module" in feature_info[-1]:
+        return model.get_submodule(feature_info[-1]["module"])
+    if family(model) == "vit":
+        raise CnnvitError(f"no default Grad-CAM layer for {type(model).__name__} (a transformer "
+                          "without a ViT token grid): pass a layer name whose output is N×C×H×W")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise CnnvitError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM: pass a layer "
@@ -92,6 +95,11 @@ def vit_reshape_transform(model: nn.Module,
     return transform
 
 
+def _channels_first(features: torch.Tensor) -> torch.Tensor:
+    """N×H×W×C → N×C×H×W for channels-last models (timm `output_fmt == "NHWC"`, e.g. Swin)."""
+    return features.permute(0, 3, 1, 2) if features.ndim == 4 else features
+
+
 def cam_maps(model: nn.Module, images: torch.Tensor,
              targets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
              method: str = "gradcam", layer: str | nn.Module | None = None,
@@ -104,16 +112,23 @@ def cam_maps(model: nn.Module, images: torch.Tensor,
     """
     if method not in CAM_METHODS:
         raise CnnvitError(f"unknown CAM method {method!r}; use one of {', '.join(CAM_METHODS)}")
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus  # slow import (OpenCV, ttach)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     images = check_images(images)
     n = images.shape[0]
     classes = None if targets is None else as_targets(targets, n)
     module = layer if isinstance(layer, nn.Module) else target_layer(model, layer)
-    transform = vit_reshape_transform(model, images.shape[-2:]) if is_token_vit(model) else None
+    transform = None
+    if is_token_vit(model):
+        transform = vit_reshape_transform(model, images.shape[-2:])
+    elif getattr(model, "output_fmt", None) == "NHWC":
+        transform = _channels_first
     device = model_device(model)
     starts = range(0, n, batch_size)
     maps = []
     with (inference_state(model), torch.enable_grad(),
-          CAM_METHODS[method](model=model, target_layers=[module],
+          (GradCAM if method == "gradcam" else GradCAMPlusPlus)(model=model, target_layers=[module],
                               reshape_transform=transform) as cam):
         for start in starts:
             batch = images[start:start + batch_size].detach().to(device).requires_grad_(True)
@@ -130,16 +145,16 @@ def explain(model: nn.Module, images: torch.Tensor, method: str = "auto",
             **kwargs: Any) -> tuple[torch.Tensor, str]:
     """Saliency maps N×H×W in [0, 1] (float32, CPU) and the method used.
 
-    "auto": Grad-CAM for CNNs, attention rollout for ViTs. "vit-gradcam": Grad-CAM on a ViT's
-    last block (ViTs only). Rollout is class-agnostic and ignores `targets`. `kwargs` go to
-    `cam_maps` (layer, batch_size) or `attention_rollout` (head_fusion, discard_ratio,
-    batch_size).
+    "auto": attention rollout for ViTs over a patch-token grid, Grad-CAM otherwise (CNNs,
+    Swin-like transformers). "vit-gradcam": Grad-CAM on a ViT's last block (ViTs only).
+    Rollout is class-agnostic and ignores `targets`. `kwargs` go to `cam_maps` (layer,
+    batch_size) or `attention_rollout` (head_fusion, discard_ratio, batch_size).
     """
     if method not in METHODS:
         raise CnnvitError(f"unknown explanation method {method!r}; use one of {', '.join(METHODS)}")
     fam = family(model)
     if method == "auto":
-        method = "rollout" if fam == "vit" else "gradcam"
+        method = "rollout" if fam == "vit" and is_token_vit(model) else "gradcam"
     if method in ("rollout", "vit-gradcam") and fam != "vit":
         raise CnnvitError(f"{method} needs a Vision Transformer; {type(model).__name__} is a CNN: "
                           "use gradcam or gradcam++")

@@ -28,17 +28,24 @@ def token_layout(model: nn.Module,
                  image_size: Sequence[int] | None = None) -> tuple[int, int, int]:
     """(grid_h, grid_w, num_prefix_tokens) of a ViT, read from the model.
 
-    `image_size` (H, W) matters only for models built with `dynamic_img_size=True`; otherwise
-    the grid is `model.patch_embed.grid_size`. Prefix tokens are `model.num_prefix_tokens`
-    (class + distillation + register tokens).
+    `image_size` (H, W), when given, is the input size: models built with
+    `dynamic_img_size=True` get the grid for it, others must have been built for it (a
+    CnnvitError otherwise); the grid is `model.patch_embed.grid_size`. Prefix tokens are
+    `model.num_prefix_tokens` (class + distillation + register tokens).
     """
     patch_embed = getattr(model, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
     if grid is None:
         raise CnnvitError(f"{type(model).__name__} has no patch_embed.grid_size: it is not a "
                           "ViT with a patch-token grid")
-    if image_size is not None and getattr(model, "dynamic_img_size", False):
-        grid = patch_embed.dynamic_feat_size(tuple(int(s) for s in image_size))
+    if image_size is not None:
+        size = tuple(int(s) for s in image_size)
+        built = getattr(patch_embed, "img_size", None)
+        if getattr(model, "dynamic_img_size", False):
+            grid = patch_embed.dynamic_feat_size(size)
+        elif built is not None and size != tuple(built):
+            raise CnnvitError(f"{type(model).__name__} was built for {built[0]}×{built[1]} px "
+                              f"inputs, got {size[0]}×{size[1]} px images")
     prefix = getattr(model, "num_prefix_tokens", None)
     if prefix is None:
         prefix = int(getattr(model, "cls_token", None) is not None)

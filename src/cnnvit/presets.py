@@ -1,0 +1,132 @@
+"""Study presets: YAML files naming a dataset, the models to compare and their recipes.
+
+A preset file (see `configs/*.yaml`, copied into the package) has these keys:
+
+    description: one line
+    dataset: digits              # any dataset spec
+    seeds: [42]
+    common: {...}                # config keys shared by every model
+    models:                      # model directory name -> config keys (+ optional `extend`)
+      resnet18-small: {model: resnet18-small}
+      vit-scratch: {model: vit-small-input, epochs: 40, extend: {epochs: 60, lr: 1.0e-4}}
+    reduced:                     # what --reduced changes: a shorter schedule, smaller inputs
+      common: {...}
+      models: {name: {...}}
+
+`extend` is a second training phase run as a resume of the finished first phase (study 003's
+40 → 60 epoch ViT extension).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cnnvit import config
+from cnnvit.errors import ConfigError
+
+PRESET_KEYS = {"description", "dataset", "seeds", "common", "models", "reduced"}
+
+
+@dataclass
+class ModelPlan:
+    """One model of a study: its directory name, config overrides and optional extension."""
+
+    name: str
+    overrides: dict[str, Any]
+    extend: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    dataset: str
+    seeds: list[int]
+    models: list[ModelPlan]
+
+
+def available() -> list[str]:
+    """Names of the presets shipped with cnnvit."""
+    files = resources.files("cnnvit").joinpath("configs")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path.stem, config.read_yaml(path)
+    if name_or_path not in available():
+        raise ConfigError(f"unknown preset '{name_or_path}': choose one of "
+                          f"{', '.join(available())} or pass a YAML file path")
+    text = resources.files("cnnvit").joinpath("configs", f"{name_or_path}.yaml").read_text()
+    import yaml
+
+    return name_or_path, yaml.safe_load(text)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"preset: '{where}' must be a mapping of config keys")
+    return dict(value)
+
+
+def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None,
+         models: list[str] | None = None, seeds: list[int] | None = None,
+         overrides: dict[str, Any] | None = None) -> Preset:
+    """Resolve a preset with the command line's choices applied on top.
+
+    `models` selects preset entries by name; a name that is not an entry adds that model
+    (any cnnvit/timm model name) with the preset's common settings.
+    """
+    name, raw = _read(name_or_path)
+    unknown = sorted(set(raw) - PRESET_KEYS)
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(sorted(PRESET_KEYS))}")
+    entries = _mapping(raw.get("models"), "models")
+    if not entries:
+        raise ConfigError(f"preset {name} lists no models")
+    red = _mapping(raw.get("reduced"), "reduced") if reduced else {}
+    common = {**_mapping(raw.get("common"), "common"), **_mapping(red.get("common"),
+                                                                  "reduced.common")}
+    red_models = _mapping(red.get("models"), "reduced.models")
+    chosen = models or list(entries)
+    global_over, per_model = split_overrides(overrides or {}, chosen)
+    plans = []
+    for key in chosen:
+        entry = _mapping(entries.get(key, {"model": key}), f"models.{key}")
+        entry.update(_mapping(red_models.get(key), f"reduced.models.{key}"))
+        extend = _mapping(entry.pop("extend", None), f"models.{key}.extend")
+        merged = {"dataset": dataset or raw.get("dataset", "digits"), **common, **entry,
+                  **global_over, **per_model.get(key, {})}
+        if dataset:
+            merged["dataset"] = dataset
+        merged.setdefault("model", key)
+        config.load(None, merged)  # validate now: a typo fails before any training starts
+        plans.append(ModelPlan(name=key, overrides=merged, extend=extend))
+    seed_list = seeds or [int(s) for s in raw.get("seeds", [42])]
+    return Preset(name=name, description=str(raw.get("description", "")),
+                  dataset=dataset or str(raw.get("dataset", "digits")), seeds=seed_list,
+                  models=plans)
+
+
+def split_overrides(overrides: dict[str, Any], names: list[str]
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`key` applies to every model, `<model name>.key` to that model only."""
+    common: dict[str, Any] = {}
+    per_model: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        name, dot, sub = key.rpartition(".")
+        if not dot:
+            common[key] = value
+        elif name in names:
+            per_model.setdefault(name, {})[sub] = value
+        else:
+            raise ConfigError(f"--set {key}: '{name}' is not a model of this study "
+                              f"({', '.join(names)})")
+    return common, per_model
