@@ -45,6 +45,8 @@ def test_default_target_layers(resnet, vit28):
     tv = build("resnet18", 3)
     assert target_layer(tv) is tv.layer4[-1]
     assert target_layer(resnet) is resnet.layer4[-1]
+    assert target_layer(resnet, image_size=28) is resnet.layer4[-1]  # 4×4 at 28 px
+    assert target_layer(resnet, image_size=8) is resnet.layer2[-1]  # layer4 would be 1×1
     timm_resnet = timm.create_model("resnet10t", num_classes=3)
     assert target_layer(timm_resnet) is timm_resnet.layer4[-1]
     effnet = timm.create_model("efficientnet_b0", num_classes=3)

@@ -182,8 +182,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     preset = presets.load(args.preset, reduced=args.reduced, dataset=args.dataset,
                           models=models, seeds=seeds, overrides=overrides)
     out = args.out or f"runs/{preset.name}"
+    explain_options = {"per_class": args.per_class, "include_errors": args.include_errors,
+                       "method": args.method}
     Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
-          quiet=args.quiet).run()
+          quiet=args.quiet, explain_options=explain_options).run()
     return 0
 
 
@@ -192,6 +194,18 @@ def _int(text: str, flag: str) -> int:
         return int(text.strip())
     except ValueError:
         raise CnnvitError(f"{flag} takes integers separated by commas; got '{text}'") from None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from cnnvit.explain.stage import explain_run
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    out = explain_run(args.run_dir, models=models, split=args.split, per_class=args.per_class,
+                      method=args.method, include_errors=args.include_errors,
+                      target_layer=args.target_layer, steps=args.steps, seed=args.seed,
+                      sanity=not args.no_sanity, device=args.device)
+    print(f"explanations: {out}")
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -251,10 +265,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--force", action="store_true", help="retrain models that already finished")
     p.add_argument("--no-explain", action="store_true", help="skip the explain stage")
+    p.add_argument("--per-class", dest="per_class", type=int, default=10,
+                   help="explain stage: samples per class")
+    p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
+                   help="explain stage: misclassified samples added per model")
+    p.add_argument("--method", default="auto",
+                   choices=("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam"),
+                   help="explain stage: auto = Grad-CAM for CNNs, attention rollout for ViTs")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config key for every model, or MODEL.KEY=VALUE for one (repeatable)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("explain", help="Grad-CAM / attention rollout on shared samples, "
+                       "galleries, faithfulness", formatter_class=fmt,
+                       description="Explain every model of a run on one seeded selection of "
+                       "samples: overlays, per-class and error galleries, deletion/insertion "
+                       "faithfulness against a random map, and a model-randomisation check.",
+                       epilog="example:\n  cnnvit explain runs/quickstart --per-class 10 "
+                       "--include-errors 5")
+    p.add_argument("run_dir")
+    p.add_argument("--models", default=None, help="comma list of model names (default: all)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--per-class", dest="per_class", type=int, default=10)
+    p.add_argument("--method", default="auto",
+                   choices=("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam"),
+                   help="auto: Grad-CAM for CNNs, attention rollout for ViTs")
+    p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
+                   help="misclassified samples added per model")
+    p.add_argument("--target-layer", dest="target_layer", default=None,
+                   help="Grad-CAM layer by dotted name, e.g. layer3.1")
+    p.add_argument("--steps", type=int, default=10, help="deletion/insertion curve steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sanity", action="store_true", help="skip the randomisation check")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("compare", help="comparison tables and summary of a run directory",
                        formatter_class=fmt, epilog="example:\n  cnnvit compare runs/quick")

@@ -233,6 +233,12 @@ class Study:
                           f"{test['accuracy']:.4f}, macro-F1 {test['f1_macro']:.4f}, macro-AUC "
                           f"{auc}, loss {test['loss']:.4f}")
 
+    def stage_explain(self) -> None:
+        from cnnvit.explain.stage import explain_run
+
+        out = explain_run(self.root, **self.explain_options)
+        self.log.info(f"  explanations: {out}")
+
     def stage_compare(self) -> None:
         from cnnvit.compare import compare
 
@@ -251,6 +257,9 @@ class Study:
             self.stage_train()
         with self.stage("evaluate"):
             self.stage_evaluate()
+        if self.explain:
+            with self.stage("explain"):
+                self.stage_explain()
         with self.stage("compare"):
             self.stage_compare()
         total = time.perf_counter() - t0

@@ -12,6 +12,7 @@ import torch
 from cnnvit import config as config_mod
 from cnnvit import metrics
 from cnnvit.data.pipeline import BatchPipeline
+from cnnvit.data.types import Dataset
 from cnnvit.engine.checkpoint import load_checkpoint
 from cnnvit.engine.runtime import amp_dtype, autocast
 from cnnvit.engine.setup import Setup, prepare
@@ -56,9 +57,9 @@ def evaluate_split(model: torch.nn.Module, setup: Setup, split: str, out_dir: Pa
     return result
 
 
-def evaluate_dir(model_dir: str | Path, splits: tuple[str, ...] = ("val", "test"),
-                 checkpoint: str = "best", device: str | None = None) -> dict[str, dict]:
-    """Re-evaluate a trained model directory from its config.yaml and checkpoint."""
+def load_model(model_dir: str | Path, checkpoint: str = "best", device: str | None = None,
+               dataset: Dataset | None = None) -> tuple[Setup, torch.nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from its directory: (setup, model in eval mode, checkpoint)."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.yaml").is_file():
         raise CnnvitError(f"{model_dir} is not a cnnvit model directory (no config.yaml); "
@@ -66,9 +67,16 @@ def evaluate_dir(model_dir: str | Path, splits: tuple[str, ...] = ("val", "test"
     cfg, _ = config_mod.from_model_dir(model_dir)
     if device is not None:
         cfg = cfg.replace(device=device)
-    setup = prepare(cfg)
+    setup = prepare(cfg, dataset)
     ckpt = load_checkpoint(model_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu")
     model = setup.build_model(pretrained=False, weights=None)
     model.load_state_dict(ckpt["model"])
+    return setup, model.eval(), ckpt
+
+
+def evaluate_dir(model_dir: str | Path, splits: tuple[str, ...] = ("val", "test"),
+                 checkpoint: str = "best", device: str | None = None) -> dict[str, dict]:
+    """Re-evaluate a trained model directory from its config.yaml and checkpoint."""
+    setup, model, ckpt = load_model(model_dir, checkpoint, device)
     extra = {"checkpoint": checkpoint, "epoch": int(ckpt.get("epoch", 0))}
-    return {s: evaluate_split(model, setup, s, model_dir, extra) for s in splits}
+    return {s: evaluate_split(model, setup, s, Path(model_dir), extra) for s in splits}

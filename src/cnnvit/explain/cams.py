@@ -51,8 +51,31 @@ def _named_layer(model: nn.Module, name: str) -> nn.Module:
                           ) from None
 
 
-def target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
-    """The module whose activations Grad-CAM weighs: `name` (dotted) or the default above."""
+MIN_CAM_SIDE = 4  # a CAM over a 1×1 or 2×2 feature map says nothing about where
+
+
+def _output_side(model: nn.Module, module: nn.Module, image_size: int) -> int:
+    """The smaller spatial side of `module`'s output for one image_size² input (dry run)."""
+    sides: list[int] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: sides.append(min(out.shape[-2:])))
+    param = next(model.parameters())
+    in_chans = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    try:
+        with inference_state(model), torch.no_grad():
+            model(torch.zeros(1, in_chans, image_size, image_size, device=param.device,
+                              dtype=param.dtype))
+    finally:
+        handle.remove()
+    return sides[0]
+
+
+def target_layer(model: nn.Module, name: str | None = None,
+                 image_size: int | None = None) -> nn.Module:
+    """The module whose activations Grad-CAM weighs: `name` (dotted) or the default above.
+
+    With `image_size`, a ResNet whose last stage would be smaller than 4×4 for that input
+    (e.g. 8 px digits: layer4 is 1×1) uses the last earlier stage that is at least 4×4.
+    """
     if name is not None:
         return _named_layer(model, name)
     if is_token_vit(model):
@@ -60,6 +83,12 @@ def target_layer(model: nn.Module, name: str | None = None) -> nn.Module:
         return getattr(last, "norm1", last)
     layer4 = getattr(model, "layer4", None)
     if isinstance(layer4, nn.Sequential) and len(layer4):
+        if image_size is not None:
+            for stage in ("layer4", "layer3", "layer2"):
+                block = getattr(model, stage)[-1]
+                if _output_side(model, block, image_size) >= MIN_CAM_SIDE:
+                    return block
+            return model.layer1[-1]
         return layer4[-1]
     from timm.models import EfficientNet
 
@@ -118,7 +147,8 @@ def cam_maps(model: nn.Module, images: torch.Tensor,
     images = check_images(images)
     n = images.shape[0]
     classes = None if targets is None else as_targets(targets, n)
-    module = layer if isinstance(layer, nn.Module) else target_layer(model, layer)
+    module = (layer if isinstance(layer, nn.Module)
+              else target_layer(model, layer, images.shape[-1]))
     transform = None
     if is_token_vit(model):
         transform = vit_reshape_transform(model, images.shape[-2:])

@@ -1,0 +1,230 @@
+"""`cnnvit explain DIR`: maps for every model of a run on one shared, seeded sample selection.
+
+Writes, under `DIR/explain/`:
+- `samples.csv`: the selection (≥ `per_class` images of each class, plus up to
+  `include_errors` misclassified images per model), shared by every model;
+- `<model>/<split>_i<index>_true<y>_pred<p>.png` overlays and `<model>/index.csv`;
+- `gallery_class_<k>.png` (rows = samples, columns = input | each model) and
+  `gallery_errors.png`;
+- `faithfulness.csv`: deletion / insertion areas per sample, model and method, and for a
+  random map as the baseline; `sanity.csv`: the model-randomisation check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cnnvit import models as models_mod
+from cnnvit.data.pipeline import BatchPipeline
+from cnnvit.data.types import Dataset, Split
+from cnnvit.engine.evaluate import load_model
+from cnnvit.errors import CnnvitError
+from cnnvit.explain.cams import explain
+from cnnvit.explain.faithfulness import deletion_insertion, random_maps
+from cnnvit.explain.figures import OverlayWriter, gallery
+from cnnvit.explain.sanity import randomization_check
+from cnnvit.io import atomic_write_csv
+
+SANITY_SAMPLES = 16
+log = logging.getLogger("cnnvit.explain")
+
+
+@dataclass
+class ModelMaps:
+    """One model's explanation of the selected samples."""
+
+    name: str
+    method: str
+    maps: np.ndarray          # N×H×W in [0, 1] at the model's input size
+    predictions: np.ndarray   # N
+    confidence: np.ndarray    # N
+    files: list[str]
+
+
+def model_dirs(run_dir: Path, names: list[str] | None = None) -> dict[str, Path]:
+    """The model directory of each model of the run (the first seed when there are several)."""
+    root = run_dir / "models"
+    found: dict[str, Path] = {}
+    for d in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        seeds = sorted(d.glob("seed_*/config.yaml"), key=lambda p: int(p.parent.name[5:]))
+        if (d / "config.yaml").is_file():
+            found[d.name] = d
+        elif seeds:
+            found[d.name] = seeds[0].parent
+    if not found:
+        raise CnnvitError(f"{run_dir}: no trained models under models/; run `cnnvit run` first")
+    if names:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise CnnvitError(f"--models: {', '.join(missing)} not in {run_dir}/models "
+                              f"(have {', '.join(found)})")
+        found = {n: found[n] for n in names}
+    return found
+
+
+def select_samples(labels: np.ndarray, per_class: int, errors: dict[str, np.ndarray],
+                   include_errors: int, seed: int) -> pd.DataFrame:
+    """Seeded selection: `per_class` images of each class, then up to `include_errors`
+    misclassified images of each model (`errors[name]` = its wrong indices)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        rows += [(int(i), "class") for i in np.sort(rng.choice(idx, min(per_class, len(idx)),
+                                                               replace=False))]
+    chosen = {i for i, _ in rows}
+    for name, wrong in errors.items():
+        fresh = np.array([i for i in wrong if i not in chosen], dtype=np.int64)
+        picked = rng.choice(fresh, min(include_errors, len(fresh)), replace=False) if len(
+            fresh) else []
+        for i in np.sort(picked):
+            rows.append((int(i), f"error:{name}"))
+            chosen.add(int(i))
+    df = pd.DataFrame(rows, columns=["index", "reason"])
+    df["label"] = labels[df["index"].to_numpy()]
+    return df
+
+
+def _method_for(requested: str, family: str) -> str:
+    """The method a model of `family` uses when `requested` was asked for the whole run."""
+    if family == "cnn":
+        return "gradcam" if requested in ("auto", "rollout", "vit-gradcam") else requested
+    return {"gradcam": "vit-gradcam", "gradcam++": "vit-gradcam"}.get(requested, requested)
+
+
+def _inputs(setup, split: Split) -> torch.Tensor:
+    pipe = BatchPipeline(split, device=setup.device, image_size=setup.image_size,
+                         mean=setup.mean, std=setup.std, resize_mode=setup.cfg.resize_mode)
+    return torch.cat([x for x, _ in pipe.batches(512)]).contiguous()
+
+
+def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: str = "test",
+                per_class: int = 10, method: str = "auto", include_errors: int = 5,
+                target_layer: str | None = None, steps: int = 10, seed: int = 0,
+                sanity: bool = True, device: str | None = None) -> Path:
+    """Explain every model of a run on the same samples; returns `DIR/explain`."""
+    run_dir = Path(run_dir)
+    if split not in ("train", "val", "test"):
+        raise CnnvitError(f"--split takes train, val or test; got {split}")
+    dirs = model_dirs(run_dir, models)
+    out = run_dir / "explain"
+    out.mkdir(parents=True, exist_ok=True)
+    datasets: dict[tuple, Dataset] = {}
+    loaded = {}
+    for name, d in dirs.items():
+        setup, model, _ = load_model(d, device=device)
+        key = (setup.cfg.dataset, setup.info.image_size)
+        datasets.setdefault(key, setup.dataset)
+        loaded[name] = (setup, model, d)
+    if len(datasets) > 1:
+        raise CnnvitError(f"{run_dir}: the models were trained on different datasets "
+                          f"({', '.join(k[0] for k in datasets)}); explain them in separate runs")
+    dataset = next(iter(datasets.values()))
+    labels = dataset[split].labels
+    class_names = list(dataset.info.class_names)
+    errors = {}
+    for name, (_, _, d) in loaded.items():
+        pred_file = d / f"predictions_{split}.csv"
+        if pred_file.is_file():
+            p = pd.read_csv(pred_file)
+            errors[name] = p["index"].to_numpy()[p["prediction"].to_numpy() != p["label"]
+                                                  .to_numpy()]
+    samples = select_samples(labels, per_class, errors, include_errors, seed)
+    atomic_write_csv(samples, out / "samples.csv")
+    idx = samples["index"].to_numpy()
+    subset = Split(dataset[split].images[idx], labels[idx])
+
+    results: dict[str, ModelMaps] = {}
+    faith_rows, sanity_rows = [], []
+    for name, (setup, model, _) in loaded.items():
+        fam = models_mod.family(model)
+        use = _method_for(method, fam)
+        x = _inputs(setup, subset)
+        with torch.no_grad():
+            probs = torch.softmax(model(x).float(), dim=1).cpu()
+        pred = probs.argmax(1)
+        kwargs = {"layer": target_layer} if target_layer and use != "rollout" else {}
+        maps, used = explain(model, x, use, targets=pred, **kwargs)
+        results[name] = _write_overlays(out / name, name, used, subset, idx, maps.numpy(),
+                                        pred.numpy(), probs.max(1).values.numpy(),
+                                        class_names, split)
+        faith = deletion_insertion(model, x, maps, pred, steps=steps)
+        rand = deletion_insertion(model, x, random_maps(len(x), *maps.shape[1:], seed=seed),
+                                  pred, steps=steps)
+        for kind, res in ((used, faith), ("random", rand)):
+            faith_rows += [{"model": name, "method": kind, "index": int(i), "label": int(y),
+                            "target": int(t), "deletion_auc": float(da),
+                            "insertion_auc": float(ia)}
+                           for i, y, t, da, ia in zip(idx, subset.labels, pred.numpy(),
+                                                      res["deletion_auc"], res["insertion_auc"],
+                                                      strict=True)]
+        if sanity:
+            n = min(SANITY_SAMPLES, len(x))
+            check = randomization_check(model, x[:n], use, targets=pred[:n], seed=seed,
+                                        **kwargs)
+            sanity_rows.append({"model": name, "method": used, "samples": n,
+                                "mean_spearman": check["mean"], "flag": bool(check["flag"])})
+            if check["flag"]:
+                log.warning(f"explain: {name}'s {used} maps barely change when the model's "
+                            f"weights are randomised (Spearman {check['mean']:.2f}): they do "
+                            "not explain this model")
+    atomic_write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
+    if sanity_rows:
+        atomic_write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
+    _galleries(out, samples, subset, results, class_names, split)
+    return out
+
+
+def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np.ndarray,
+                    maps: np.ndarray, pred: np.ndarray, conf: np.ndarray,
+                    class_names: list[str], split: str) -> ModelMaps:
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = OverlayWriter(method, maps.shape[-1])
+    files, rows = [], []
+    try:
+        for j, i in enumerate(idx):
+            y, p = int(subset.labels[j]), int(pred[j])
+            fname = f"{split}_i{int(i):05d}_true{y}_pred{p}.png"
+            title = (f"{name} · {split} #{int(i)} · true: {class_names[y]} · "
+                     f"pred: {class_names[p]} ({conf[j]:.2f})")
+            writer.write(folder / fname, subset.images[j], maps[j], title)
+            files.append(fname)
+            rows.append({"file": fname, "split": split, "index": int(i), "label": y,
+                         "label_name": class_names[y], "prediction": p,
+                         "prediction_name": class_names[p], "confidence": float(conf[j]),
+                         "correct": y == p, "method": method})
+    finally:
+        writer.close()
+    atomic_write_csv(pd.DataFrame(rows), folder / "index.csv")
+    return ModelMaps(name, method, maps, pred, conf, files)
+
+
+def _galleries(out: Path, samples: pd.DataFrame, subset: Split, results: dict[str, ModelMaps],
+               class_names: list[str], split: str) -> None:
+    reasons = samples["reason"].to_numpy()
+    for k in np.unique(subset.labels):
+        rows = np.flatnonzero((subset.labels == k) & (reasons == "class"))
+        _gallery(out / f"gallery_class_{int(k)}.png", rows, samples, subset, results,
+                 class_names, f"{split}: class {class_names[int(k)]} — input and each model's "
+                 "map")
+    errs = np.flatnonzero(reasons != "class")
+    if len(errs):
+        _gallery(out / "gallery_errors.png", errs, samples, subset, results, class_names,
+                 f"{split}: misclassified samples — input and each model's map")
+
+
+def _gallery(path: Path, rows: np.ndarray, samples: pd.DataFrame, subset: Split,
+             results: dict[str, ModelMaps], class_names: list[str], title: str) -> None:
+    idx = samples["index"].to_numpy()
+    gallery(path, [subset.images[r] for r in rows],
+            {n: [m.maps[r] for r in rows] for n, m in results.items()},
+            [f"#{idx[r]} true {class_names[int(subset.labels[r])]}" for r in rows],
+            {n: [f"{m.method}: {class_names[int(m.predictions[r])]} "
+                 f"({m.confidence[r]:.2f})" for r in rows] for n, m in results.items()},
+            title)
