@@ -1,6 +1,9 @@
 import socket
 
 import pytest
+import torch
+
+from cnnvit.models import build
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +16,19 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.delenv("CNNVIT_DATA", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on a shared 2-CPU machine: one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vit28():
+    """An untrained `vit-small-input` for 28 px RGB inputs (4×4 patches, 7×7 grid)."""
+    torch.manual_seed(0)
+    return build("vit-small-input", 3, in_chans=3, image_size=28)

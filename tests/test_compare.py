@@ -230,15 +230,24 @@ def test_faithfulness_line_only_with_csv(tmp_path):
     assert "faithful" not in compare(run)["summary"].read_text()
     rows = [(CNN, "gradcam", 0.10, 0.80), (CNN, "gradcam", 0.14, 0.76),
             (VIT, "rollout", 0.20, 0.70), (VIT, "rollout", 0.22, 0.72),
-            (CNN, "random", 0.40, 0.45)]
+            (CNN, "random", 0.40, 0.45), (VIT, "random", 0.60, 0.35)]
     (run / "explain").mkdir()
-    pd.DataFrame(rows, columns=["model", "method", "deletion_auc", "insertion_auc"]).to_csv(
-        run / "explain" / "faithfulness.csv", index=False)
+    faith = pd.DataFrame(rows, columns=["model", "method", "deletion_auc", "insertion_auc"])
+    faith.to_csv(run / "explain" / "faithfulness.csv", index=False)
     text = compare(run)["summary"].read_text()
-    assert ("By mean deletion AUC (lower is better): **resnet18-small** more faithful; "
-            "resnet18-small (gradcam) 0.1200, vit-small-input (rollout) 0.2100") in text
-    assert "By mean insertion AUC (higher is better): **resnet18-small** more faithful" in text
-    assert "Random baseline: deletion AUC 0.4000, insertion AUC 0.4500" in text
+    # gains over each model's own random map: CNN (0.40-0.12)+(0.78-0.45) = 0.61,
+    # ViT (0.60-0.21)+(0.71-0.35) = 0.75: the ViT's maps are the more faithful
+    assert "| resnet18-small | gradcam | 0.1200 | 0.7800 | 0.4000 | 0.4500 | 0.6100 |" in text
+    assert ("**vit-small-input** has the more faithful explanation by its gain over a random "
+            "map on the same model (deletion and insertion): 0.7500 vs 0.6100 for "
+            "resnet18-small.") in text
+    faith.loc[faith["model"] == VIT, "deletion_auc"] = [0.5, 0.5, 0.3]  # ViT gain 0.26 now
+    faith.to_csv(run / "explain" / "faithfulness.csv", index=False)
+    assert "**resnet18-small** has the more faithful" in compare(run)["summary"].read_text()
+    faith.loc[faith["model"] == VIT, "insertion_auc"] = [0.3, 0.3, 0.9]  # worse than random
+    faith.to_csv(run / "explain" / "faithfulness.csv", index=False)
+    assert ("vit-small-input's rollout maps do no better than a random map"
+            in compare(run)["summary"].read_text())
     pd.DataFrame({"model": [CNN]}).to_csv(run / "explain" / "faithfulness.csv", index=False)
     assert "lacks column(s) method" in compare(run)["summary"].read_text()
 

@@ -76,7 +76,9 @@ def test_cli_config_errors_exit_2_without_traceback(tmp_path, capsys):
 
 
 def test_cli_help_has_examples(capsys):
-    for cmd in (["train"], ["evaluate"], ["data"], ["data", "synth"], ["bench"]):
+    for cmd in (["train"], ["evaluate"], ["data"], ["data", "info"], ["data", "fetch"],
+                ["data", "verify"], ["data", "synth"], ["bench"], ["run"], ["explain"],
+                ["compare"]):
         with pytest.raises(SystemExit) as exc:
             main([*cmd, "--help"])
         assert exc.value.code == 0

@@ -9,26 +9,13 @@ from cnnvit.errors import CnnvitError
 from cnnvit.explain import cam_maps, explain, target_layer
 from cnnvit.models import build
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-CPU machine: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(0)
     return build("resnet18-small", 3, in_chans=3, image_size=28)
-
-
-@pytest.fixture(scope="module")
-def vit28():
-    torch.manual_seed(0)
-    return build("vit-small-input", 3, in_chans=3, image_size=28)
 
 
 def _hooks(model):

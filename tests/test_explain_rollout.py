@@ -8,20 +8,7 @@ from cnnvit.errors import CnnvitError
 from cnnvit.explain import attention_rollout, capture_attention, rollout_matrices, token_layout
 from cnnvit.models import build
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models on a shared 2-CPU machine: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def vit28():
-    torch.manual_seed(0)
-    return build("vit-small-input", 3, in_chans=3, image_size=28)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from cnnvit.engine.optim import build_optimizer, lr_at
 def test_cosine_with_warmup():
     cfg = Config(epochs=10, lr=1.0, warmup_epochs=2, scheduler="cosine")
     assert lr_at(cfg, 1.0) == pytest.approx(0.5)
+    assert lr_at(cfg, 0.0, step=0.1) == pytest.approx(0.05)  # the first step already learns
     assert lr_at(cfg, 2.0) == pytest.approx(1.0)
     assert lr_at(cfg, 6.0) == pytest.approx(0.5)
     assert lr_at(cfg, 10.0) == pytest.approx(0.0, abs=1e-12)

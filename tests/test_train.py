@@ -115,9 +115,10 @@ def test_resume_extends_a_finished_run_with_a_new_lr(tmp_path, capsys):
                  "--quiet"]) == 0
     hist = pd.read_csv(out / "history.csv")
     assert list(hist["epoch"]) == [1, 2, 3]
-    # a new cosine phase over the one added epoch: its last step is at the end of the phase
-    assert hist["lr"].iloc[2] == pytest.approx(0.0, abs=1e-12)
-    assert hist["lr"].iloc[1] == pytest.approx(0.0, abs=1e-12)
+    # history logs each epoch's first-step lr: the first phase's cosine (after one warm-up
+    # epoch) starts epoch 2 at the peak; the extension restarts at the new lr, no warm-up
+    assert hist["lr"].iloc[1] == pytest.approx(config.Config().lr)
+    assert hist["lr"].iloc[2] == pytest.approx(1e-4)
     cfg, _ = config.from_model_dir(out)
     assert cfg.epochs == 3 and cfg.lr == 1e-4
     assert "extending from epoch 2 to 3" in (out / "train.log").read_text()
@@ -184,3 +185,16 @@ def test_bad_dataset_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "missing.npz" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_binary_task_trains_and_reports_the_positive_class_auc(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    npz = data.write_synthetic(tmp_path / "b.npz", shape=(8, 8, 1), classes=2,
+                               samples=(96, 32, 64), seed=2)
+    out = fit(tiny(tmp_path, "bin", dataset=f"synthetic:{npz}", epochs=2), quiet=True)
+    m = _metrics(out)
+    assert m["task"] == "binary-class" and len(m["class_names"]) == 2
+    preds = pd.read_csv(out / "predictions_test.csv")
+    expected = roc_auc_score(preds["label"], preds["prob_1"])
+    assert m["auc_macro"] == pytest.approx(expected) and m["auc_micro"] == pytest.approx(expected)

@@ -70,7 +70,7 @@ def _sync(device: torch.device) -> None:
 def _batch_size(size: int, device: torch.device) -> int:
     if device.type == "cuda":
         return 256 if size <= 64 else 128
-    return 128 if size <= 64 else 16
+    return 128 if size <= 64 else 8
 
 
 def _time_pair(fn_a, fn_b, steps: int, device: torch.device) -> tuple[float, float]:

@@ -61,13 +61,20 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                    help="set any config key (repeatable); `cnnvit train --keys` lists them")
 
 
-def config_from_args(args: argparse.Namespace):
-    """Defaults < --config YAML < flags < --set."""
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys given as flags, then `--set` items (which win)."""
     from cnnvit import config
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     overrides.update(config.parse_set(args.set))
-    return config.load(args.config, overrides)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace):
+    """Defaults < --config YAML < flags < --set."""
+    from cnnvit import config
+
+    return config.load(args.config, _flag_overrides(args))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -95,10 +102,9 @@ def _resume_config(args: argparse.Namespace):
     if not (Path(out) / "config.yaml").is_file():
         return config_from_args(args)
     saved, _ = config.from_model_dir(out)
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    overrides = _flag_overrides(args)
     if args.config:
         overrides = config.read_yaml(args.config) | overrides
-    overrides.update(config.parse_set(args.set))
     return config.apply_overrides(saved, overrides)
 
 

@@ -118,33 +118,59 @@ def trade_off_lines(stats: pd.DataFrame) -> list[str]:
 
 
 def faithfulness_lines(df: pd.DataFrame) -> list[str]:
-    """Which model's explanations are more faithful (deletion AUC ↓, insertion AUC ↑)."""
+    """Which model's explanations are more faithful, by deletion (↓) and insertion (↑) areas.
+
+    Areas depend on the model (a confident model keeps a high probability longer), so each
+    model's maps are judged against a random map on the same model: the gain is
+    (random deletion − deletion) + (insertion − random insertion). Without random rows the raw
+    areas decide.
+    """
     needed = ["model", "method", "deletion_auc", "insertion_auc"]
     missing = [c for c in needed if c not in df.columns]
     if missing:
         return [f"- explain/faithfulness.csv lacks column(s) {', '.join(missing)}; "
                 "faithfulness not summarised."]
     is_random = df["method"].astype(str) == "random"
+    cols = ["deletion_auc", "insertion_auc"]
     real = df[~is_random].groupby("model", sort=False).agg(
         method=("method", lambda m: "/".join(dict.fromkeys(m.astype(str)))),
         deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
-    lines = []
-    for col, word, higher in (("deletion_auc", "deletion", False),
-                              ("insertion_auc", "insertion", True)):
-        values = real[col].dropna().sort_values(ascending=not higher, kind="stable")
-        if values.empty:
-            continue
-        parts = ", ".join(f"{_md(m)} ({real.at[m, 'method']}) {fmt.metric(v)}"
-                          for m, v in values.items())
-        verdict = (f"**{_md(values.index[0])}** more faithful; " if len(values) > 1
-                   and values.iloc[0] != values.iloc[1] else "")
-        lines.append(f"- By mean {word} AUC ({'higher' if higher else 'lower'} is better): "
-                     f"{verdict}{parts}")
-    if is_random.any():
-        rnd = df[is_random]
-        lines.append(f"- Random baseline: deletion AUC {fmt.metric(rnd['deletion_auc'].mean())}, "
-                     f"insertion AUC {fmt.metric(rnd['insertion_auc'].mean())}")
-    return lines or ["- explain/faithfulness.csv has no scores to summarise."]
+    if real.empty:
+        return ["- explain/faithfulness.csv has no scores to summarise."]
+    rnd = df[is_random].groupby("model", sort=False)[cols].mean()
+    has_rnd = real.index.isin(rnd.index).all()
+    lines = ["| Model | Method | Deletion AUC ↓ | Insertion AUC ↑ |"
+             + (" Random: deletion | Random: insertion | Gain over random |" if has_rnd else ""),
+             "|---|---|---:|---:|" + ("---:|---:|---:|" if has_rnd else "")]
+    if has_rnd:
+        real["gain"] = ((rnd.loc[real.index, "deletion_auc"] - real["deletion_auc"])
+                        + (real["insertion_auc"] - rnd.loc[real.index, "insertion_auc"]))
+    for m, row in real.iterrows():
+        line = (f"| {_md(m)} | {row['method']} | {fmt.metric(row['deletion_auc'])} | "
+                f"{fmt.metric(row['insertion_auc'])} |")
+        if has_rnd:
+            line += (f" {fmt.metric(rnd.at[m, 'deletion_auc'])} | "
+                     f"{fmt.metric(rnd.at[m, 'insertion_auc'])} | {fmt.metric(row['gain'])} |")
+        lines.append(line)
+    lines.append("")
+    if len(real) > 1:
+        if has_rnd:
+            order = real["gain"].sort_values(ascending=False, kind="stable")
+            basis = "its gain over a random map on the same model (deletion and insertion)"
+        else:
+            order = (real["insertion_auc"] - real["deletion_auc"]).sort_values(
+                ascending=False, kind="stable")
+            basis = "insertion AUC − deletion AUC (no random baseline in the file)"
+        if order.iloc[0] != order.iloc[1]:
+            lines.append(f"- **{_md(order.index[0])}** has the more faithful explanation by "
+                         f"{basis}: {fmt.metric(order.iloc[0])} vs "
+                         f"{fmt.metric(order.iloc[1])} for {_md(order.index[1])}.")
+    if has_rnd:
+        weak = [m for m, g in real["gain"].items() if g <= 0]
+        for m in weak:
+            lines.append(f"- {_md(m)}'s {real.at[m, 'method']} maps do no better than a random "
+                         "map: they do not show what the model uses.")
+    return lines
 
 
 def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None) -> str:

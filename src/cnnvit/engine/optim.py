@@ -37,17 +37,20 @@ def _fused_ok(model: torch.nn.Module) -> bool:
     return p is not None and p.device.type in ("cpu", "cuda") and p.dtype == torch.float32
 
 
-def lr_at(cfg: Config, epoch: float, start_epoch: int = 0) -> float:
-    """Learning rate at fractional `epoch` (0-based) of a schedule that begins at `start_epoch`.
+def lr_at(cfg: Config, epoch: float, start_epoch: int = 0, step: float = 0.0) -> float:
+    """Learning rate of the optimizer step that starts at fractional `epoch` (0-based) and
+    lasts `step` epochs, in a schedule that begins at `start_epoch`.
 
-    `start_epoch` > 0 is an extension phase (a finished run resumed with more epochs): the
-    schedule restarts there, from `cfg.lr`, over the remaining epochs, without warm-up.
+    Decays use the step's start (a milestone at epoch 50 first applies to epoch 50's first
+    step, as torch's per-epoch schedulers do); the linear warm-up uses its end, so the very
+    first step already learns. `start_epoch` > 0 is an extension phase (a finished run resumed
+    with more epochs): the schedule restarts there, from `cfg.lr`, without warm-up.
     """
     total = max(cfg.epochs - start_epoch, 1)
     t = epoch - start_epoch
     warm = cfg.warmup_epochs if start_epoch == 0 else 0.0
     if warm > 0 and t < warm:
-        return cfg.lr * t / warm
+        return cfg.lr * min(1.0, (t + step) / warm)
     if cfg.scheduler == "none":
         return cfg.lr
     if cfg.scheduler == "cosine":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -39,10 +39,7 @@ class Setup:
     def pipeline(self, split: str, train: bool = False) -> BatchPipeline:
         """The on-device batch pipeline of one split (augmented only when `train`)."""
         cfg = self.cfg
-        aug = Augment(hflip=cfg.hflip, vflip=cfg.vflip, crop_padding=cfg.crop_padding,
-                      autoaugment=cfg.autoaugment, randaugment_n=cfg.randaugment_n,
-                      randaugment_m=cfg.randaugment_m,
-                      random_erasing=cfg.random_erasing) if train else None
+        aug = Augment(**{f.name: getattr(cfg, f.name) for f in fields(Augment)}) if train else None
         return BatchPipeline(self.dataset[split], device=self.device, image_size=self.image_size,
                              mean=self.mean, std=self.std, resize_mode=cfg.resize_mode,
                              augment=aug, channels_last=self._channels_last(),

@@ -197,7 +197,9 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not show_bar, unit="batch")
         for step, (x, y) in enumerate(train_pipe.batches(cfg.batch_size, gen, drop_last=True)):
-            lr = lr_at(cfg, epoch + (step + 1) / steps, phase_start)
+            lr = lr_at(cfg, epoch + step / steps, phase_start, 1 / steps)
+            if step == 0:
+                epoch_lr = lr
             set_lr(optimizer, lr)
             logits, loss = train_step(train_model, x, y, optimizer, criterion, scaler, dtype,
                                       cfg.grad_clip)
@@ -220,7 +222,7 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
                               list(setup.info.class_names), task=setup.info.task)
         score = _score(val, cfg.selection_metric)
         improved = _better(score, best, cfg.selection_metric)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_sum) / max(seen, 1),
+        row = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": float(loss_sum) / max(seen, 1),
                "train_accuracy": int(correct) / max(seen, 1), "val_loss": val["loss"],
                "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
                "val_auc_macro": val["auc_macro"], "val_ece": val["ece"],
@@ -245,7 +247,7 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
         atomic_write_csv(pd.DataFrame(history), out / "history.csv")
         save_checkpoint(last_path, payload)  # last: the epoch counts as done once this exists
         auc = "n/a" if val["auc_macro"] is None else f"{val['auc_macro']:.3f}"
-        log.info(f"epoch {epoch + 1:>3}/{cfg.epochs} lr {lr:.2e} | train loss "
+        log.info(f"epoch {epoch + 1:>3}/{cfg.epochs} lr {epoch_lr:.2e} | train loss "
                  f"{row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | val loss "
                  f"{val['loss']:.4f} acc {val['accuracy']:.3f} f1 {val['f1_macro']:.3f} auc "
                  f"{auc} | {seconds:.1f}s {row['train_images_per_s']:.0f} img/s"
