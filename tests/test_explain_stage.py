@@ -79,6 +79,7 @@ def test_the_comparison_names_the_more_faithful_explanation(run):
             + (means.loc[(m, False), "insertion_auc"] - means.loc[(m, True), "insertion_auc"])
             for m in ("resnet18-small", "vit-small-input")}
     assert f"**{max(gain, key=gain.get)}** has the more faithful explanation" in summary
+    assert summary.count("Randomisation check") == 2
 
 
 def test_selection_is_seeded_and_adds_errors():

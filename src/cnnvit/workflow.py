@@ -236,7 +236,7 @@ class Study:
     def stage_explain(self) -> None:
         from cnnvit.explain.stage import explain_run
 
-        out = explain_run(self.root, **self.explain_options)
+        out = explain_run(self.root, logger=self.log, **self.explain_options)
         self.log.info(f"  explanations: {out}")
 
     def stage_compare(self) -> None:

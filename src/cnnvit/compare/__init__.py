@@ -5,7 +5,7 @@
                                     "summary": Path}
 
 Reads only `DIR/models/<name>[/seed_<n>]/{metrics_val,metrics_test,summary}.json`,
-`DIR/manifest.json` (mode) and, when present, `DIR/explain/faithfulness.csv`.
+`DIR/manifest.json` (mode) and, when present, `DIR/explain/{faithfulness,sanity}.csv`.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
         written[name] = results / f"{name}.csv"
         atomic_write_csv(df, written[name])
     written["summary"] = results / "summary.md"
-    text = summary.render(final, mode, collect.read_faithfulness(run_dir))
+    text = summary.render(final, mode, collect.read_explain_csv(run_dir, "faithfulness.csv"),
+                          collect.read_explain_csv(run_dir, "sanity.csv"))
     atomic_write_text(written["summary"], text)
     return written

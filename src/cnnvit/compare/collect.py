@@ -81,9 +81,9 @@ def resolve_mode(run_dir: Path, mode: str | None) -> str:
     return str(mode)
 
 
-def read_faithfulness(run_dir: Path) -> pd.DataFrame | None:
-    """`run_dir/explain/faithfulness.csv` if the explain stage wrote it (empty if unreadable)."""
-    path = run_dir / "explain" / "faithfulness.csv"
+def read_explain_csv(run_dir: Path, name: str) -> pd.DataFrame | None:
+    """`run_dir/explain/<name>` if the explain stage wrote it (empty if unreadable)."""
+    path = run_dir / "explain" / name
     if not path.is_file():
         return None
     try:

@@ -107,8 +107,13 @@ def _inputs(setup, split: Split) -> torch.Tensor:
 def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: str = "test",
                 per_class: int = 10, method: str = "auto", include_errors: int = 5,
                 target_layer: str | None = None, steps: int = 10, seed: int = 0,
-                sanity: bool = True, device: str | None = None) -> Path:
-    """Explain every model of a run on the same samples; returns `DIR/explain`."""
+                sanity: bool = True, device: str | None = None,
+                logger: logging.Logger | None = None) -> Path:
+    """Explain every model of a run on the same samples; returns `DIR/explain`.
+
+    Warnings (an explanation that ignores the model's weights) go to `logger`.
+    """
+    logger = logger or log
     run_dir = Path(run_dir)
     if split not in ("train", "val", "test"):
         raise CnnvitError(f"--split takes train, val or test; got {split}")
@@ -171,9 +176,9 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
             sanity_rows.append({"model": name, "method": used, "samples": n,
                                 "mean_spearman": check["mean"], "flag": bool(check["flag"])})
             if check["flag"]:
-                log.warning(f"explain: {name}'s {used} maps barely change when the model's "
-                            f"weights are randomised (Spearman {check['mean']:.2f}): they do "
-                            "not explain this model")
+                logger.warning(f"  warning: {name}'s {used} maps barely change when the "
+                               f"model's weights are randomised (Spearman {check['mean']:.2f}): "
+                               "they do not explain this model")
     atomic_write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
     if sanity_rows:
         atomic_write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
