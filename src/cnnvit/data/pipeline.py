@@ -105,8 +105,8 @@ def _policy(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor
     # torchvision draws its random choices from torch's global generator: seed it from ours so
     # the whole pipeline stays reproducible from the run's seed.
     seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only, restored afterwards
+        torch.random.default_generator.manual_seed(seed)
         chunks = [op(c) for c in x.split(_POLICY_CHUNK)]
     return torch.cat(chunks)
 
