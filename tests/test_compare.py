@@ -134,7 +134,7 @@ def test_per_class_tables(tmp_path):
         assert r["f1"] == pytest.approx(entry["f1"])
         assert r["accuracy"] == pytest.approx(entry["accuracy"])
     acc = pd.read_csv(paths["per_class_accuracy"])
-    assert list(acc.columns) == ["class", CNN, VIT]
+    assert list(acc.columns) == ["class", CNN, VIT, "mode"] and set(acc["mode"]) == {"full"}
     assert acc["class"].tolist() == CLASSES
     for model in (CNN, VIT):
         expected = [e["accuracy"] for e in load(run, "test", model)["per_class"]]
@@ -149,7 +149,7 @@ def test_seeds_summary_and_means(tmp_path):
     assert sorted(final["seed"].unique()) == [1, 2, 3]
     seeds = pd.read_csv(paths["seed_summary"])
     assert list(seeds.columns) == ["model", "split", "metric", "mean", "std", "n_seeds", "min",
-                                   "max"]
+                                   "max", "mode"]
     accs = np.array([CNN_TEST["accuracy"] + SEED_SHIFT[s] for s in (1, 2, 3)])
     row = seeds[(seeds["model"] == CNN) & (seeds["split"] == "test")
                 & (seeds["metric"] == "accuracy")].iloc[0]

@@ -91,3 +91,23 @@ def test_selection_is_seeded_and_adds_errors():
     assert (s1["reason"] == "class").sum() == 20
     assert (s1["reason"] == "error:a").sum() == 2 and (s1["reason"] == "error:b").sum() == 2
     assert s1["index"].is_unique
+
+
+def test_explain_command_on_a_reduced_run_with_road(run, tmp_path, capsys):
+    import json
+    import shutil
+
+    red = tmp_path / "red"
+    shutil.copytree(run, red)
+    manifest = json.loads((red / "manifest.json").read_text())
+    (red / "manifest.json").write_text(json.dumps({**manifest, "mode": "reduced"}))
+    assert main(["explain", str(red), "--models", "resnet18-small", "--per-class", "1",
+                 "--include-errors", "0", "--road", "--no-sanity", "--steps", "4"]) == 0
+    faith = pd.read_csv(red / "explain" / "faithfulness.csv")
+    real = faith[faith["method"] == "gradcam"]
+    assert len(real) == 10 and real["road_combined"].notna().all()
+    assert set(faith["mode"]) == {"reduced"}
+    index = pd.read_csv(red / "explain" / "resnet18-small" / "index.csv")
+    assert set(index["mode"]) == {"reduced"}
+    assert main(["explain", str(red), "--models", "nope"]) == 2
+    assert "nope not in" in capsys.readouterr().err

@@ -209,7 +209,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     out = explain_run(args.run_dir, models=models, split=args.split, per_class=args.per_class,
                       method=args.method, include_errors=args.include_errors,
                       target_layer=args.target_layer, steps=args.steps, seed=args.seed,
-                      sanity=not args.no_sanity, device=args.device)
+                      sanity=not args.no_sanity, road=args.road, device=args.device)
     print(f"explanations: {out}")
     return 0
 
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="deletion/insertion curve steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-sanity", action="store_true", help="skip the randomisation check")
+    p.add_argument("--road", action="store_true", help="also ROAD scores (pytorch-grad-cam; "
+                   "slower)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_explain)
 

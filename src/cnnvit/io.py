@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -9,6 +10,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
+
+from cnnvit.errors import CnnvitError
+
+MODES = ("full", "reduced")
 
 
 def _umask() -> int:
@@ -47,3 +52,24 @@ def atomic_write_csv(df: pd.DataFrame, path: str | Path, **kwargs: Any) -> None:
     """Write a DataFrame as CSV atomically (no index unless asked)."""
     kwargs.setdefault("index", False)
     atomic_write_text(path, df.to_csv(**kwargs))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Parse a JSON object from `path`; a corrupt file is a CnnvitError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CnnvitError(f"{path}: cannot read JSON ({e}); re-run the stage that wrote it") from e
+    if not isinstance(data, dict):
+        raise CnnvitError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def run_mode(run_dir: Path, mode: str | None = None) -> str:
+    """A run directory's mode: `mode` if given, else its manifest's, else "full"."""
+    if mode is None:
+        manifest = run_dir / "manifest.json"
+        mode = read_json(manifest).get("mode", "full") if manifest.is_file() else "full"
+    if mode not in MODES:
+        raise CnnvitError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    return str(mode)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cnnvit.compare import collect, summary, tables
 from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_csv, atomic_write_text
+from cnnvit.io import atomic_write_csv, atomic_write_text, run_mode
 
 __all__ = ["compare"]
 
@@ -30,7 +30,7 @@ def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
         raise CnnvitError(f"{run_dir}: no such run directory; run `cnnvit run --out {run_dir}` "
                           "first")
     runs = collect.discover(run_dir)
-    mode = collect.resolve_mode(run_dir, mode)
+    mode = run_mode(run_dir, mode)
     metrics = tables.metric_columns(runs)
     final = tables.final_comparison(runs, mode, metrics)
     per_class = tables.per_class(runs)
@@ -46,7 +46,8 @@ def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
     written: dict[str, Path] = {}
     for name, df in frames.items():
         written[name] = results / f"{name}.csv"
-        atomic_write_csv(df, written[name])
+        # every table says which mode made it, so reduced numbers are never mistaken for full
+        atomic_write_csv(df if "mode" in df else df.assign(mode=mode), written[name])
     written["summary"] = results / "summary.md"
     text = summary.render(final, mode, collect.read_explain_csv(run_dir, "faithfulness.csv"),
                           collect.read_explain_csv(run_dir, "sanity.csv"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,9 @@ from typing import Any
 import pandas as pd
 
 from cnnvit.errors import CnnvitError
+from cnnvit.io import read_json
 
 SPLITS = ("val", "test")
-MODES = ("full", "reduced")
 REQUIRED_FILES = ("metrics_val.json", "metrics_test.json", "summary.json")
 _SEED_DIR = re.compile(r"seed_(\d+)")
 
@@ -27,17 +26,6 @@ class ModelRun:
     path: Path
     metrics: dict[str, dict[str, Any]]
     summary: dict[str, Any]
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object from `path`; a corrupt file is a CnnvitError naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CnnvitError(f"{path}: cannot read JSON ({e}); re-run the stage that wrote it") from e
-    if not isinstance(data, dict):
-        raise CnnvitError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _load(name: str, seed: int | None, path: Path) -> ModelRun:
@@ -69,16 +57,6 @@ def discover(run_dir: Path) -> list[ModelRun]:
         else:
             runs.extend(_load(model_dir.name, seed, p) for seed, p in seeds)
     return runs
-
-
-def resolve_mode(run_dir: Path, mode: str | None) -> str:
-    """`mode` if given, else the manifest's "mode", else "full"; anything else is an error."""
-    if mode is None:
-        manifest = run_dir / "manifest.json"
-        mode = read_json(manifest).get("mode", "full") if manifest.is_file() else "full"
-    if mode not in MODES:
-        raise CnnvitError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    return str(mode)
 
 
 def read_explain_csv(run_dir: Path, name: str) -> pd.DataFrame | None:

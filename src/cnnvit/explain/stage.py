@@ -26,10 +26,10 @@ from cnnvit.data.types import Dataset, Split
 from cnnvit.engine.evaluate import load_model
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.cams import explain
-from cnnvit.explain.faithfulness import deletion_insertion, random_maps
+from cnnvit.explain.faithfulness import deletion_insertion, random_maps, road_scores
 from cnnvit.explain.figures import OverlayWriter, gallery
 from cnnvit.explain.sanity import randomization_check
-from cnnvit.io import atomic_write_csv
+from cnnvit.io import atomic_write_csv, run_mode
 
 SANITY_SAMPLES = 16
 log = logging.getLogger("cnnvit.explain")
@@ -44,7 +44,7 @@ class ModelMaps:
     maps: np.ndarray          # N×H×W in [0, 1] at the model's input size
     predictions: np.ndarray   # N
     confidence: np.ndarray    # N
-    files: list[str]
+    index: pd.DataFrame       # one row per overlay file (written as index.csv)
 
 
 def model_dirs(run_dir: Path, names: list[str] | None = None) -> dict[str, Path]:
@@ -107,14 +107,22 @@ def _inputs(setup, split: Split) -> torch.Tensor:
 def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: str = "test",
                 per_class: int = 10, method: str = "auto", include_errors: int = 5,
                 target_layer: str | None = None, steps: int = 10, seed: int = 0,
-                sanity: bool = True, device: str | None = None,
+                sanity: bool = True, road: bool = False, device: str | None = None,
                 logger: logging.Logger | None = None) -> Path:
     """Explain every model of a run on the same samples; returns `DIR/explain`.
 
-    Warnings (an explanation that ignores the model's weights) go to `logger`.
+    Warnings (an explanation that ignores the model's weights) go to `logger`. `road` adds
+    pytorch-grad-cam's ROAD scores (Rong et al. 2022) to faithfulness.csv (slower: one
+    sparse solve per image and percentile).
     """
     logger = logger or log
     run_dir = Path(run_dir)
+    mode = run_mode(run_dir)
+    label = " [REDUCED mode]" if mode == "reduced" else ""
+
+    def write_csv(df: pd.DataFrame, path: Path) -> None:
+        atomic_write_csv(df.assign(mode=mode), path)
+
     if split not in ("train", "val", "test"):
         raise CnnvitError(f"--split takes train, val or test; got {split}")
     dirs = model_dirs(run_dir, models)
@@ -141,7 +149,7 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
             errors[name] = p["index"].to_numpy()[p["prediction"].to_numpy() != p["label"]
                                                   .to_numpy()]
     samples = select_samples(labels, per_class, errors, include_errors, seed)
-    atomic_write_csv(samples, out / "samples.csv")
+    write_csv(samples, out / "samples.csv")
     idx = samples["index"].to_numpy()
     subset = Split(dataset[split].images[idx], labels[idx])
 
@@ -158,17 +166,22 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
         maps, used = explain(model, x, use, targets=pred, **kwargs)
         results[name] = _write_overlays(out / name, name, used, subset, idx, maps.numpy(),
                                         pred.numpy(), probs.max(1).values.numpy(),
-                                        class_names, split)
+                                        class_names, split, label)
+        write_csv(results[name].index, out / name / "index.csv")
         faith = deletion_insertion(model, x, maps, pred, steps=steps)
         rand = deletion_insertion(model, x, random_maps(len(x), *maps.shape[1:], seed=seed),
                                   pred, steps=steps)
+        if road:
+            faith.update({f"road_{k}": v for k, v in road_scores(model, x, maps, pred,
+                                                                 seed=seed).items()})
         for kind, res in ((used, faith), ("random", rand)):
+            extra = [k for k in res if k.startswith("road_")]
             faith_rows += [{"model": name, "method": kind, "index": int(i), "label": int(y),
-                            "target": int(t), "deletion_auc": float(da),
-                            "insertion_auc": float(ia)}
-                           for i, y, t, da, ia in zip(idx, subset.labels, pred.numpy(),
-                                                      res["deletion_auc"], res["insertion_auc"],
-                                                      strict=True)]
+                            "target": int(t), "deletion_auc": float(res["deletion_auc"][j]),
+                            "insertion_auc": float(res["insertion_auc"][j]),
+                            **{k: float(res[k][j]) for k in extra}}
+                           for j, (i, y, t) in enumerate(zip(idx, subset.labels, pred.numpy(),
+                                                             strict=True))]
         if sanity:
             n = min(SANITY_SAMPLES, len(x))
             check = randomization_check(model, x[:n], use, targets=pred[:n], seed=seed,
@@ -179,49 +192,47 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
                 logger.warning(f"  warning: {name}'s {used} maps barely change when the "
                                f"model's weights are randomised (Spearman {check['mean']:.2f}): "
                                "they do not explain this model")
-    atomic_write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
+    write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
     if sanity_rows:
-        atomic_write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
-    _galleries(out, samples, subset, results, class_names, split)
+        write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
+    _galleries(out, samples, subset, results, class_names, split, label)
     return out
 
 
 def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np.ndarray,
                     maps: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                    class_names: list[str], split: str) -> ModelMaps:
+                    class_names: list[str], split: str, label: str) -> ModelMaps:
     folder.mkdir(parents=True, exist_ok=True)
     writer = OverlayWriter(method, maps.shape[-1])
-    files, rows = [], []
+    rows = []
     try:
         for j, i in enumerate(idx):
             y, p = int(subset.labels[j]), int(pred[j])
             fname = f"{split}_i{int(i):05d}_true{y}_pred{p}.png"
             title = (f"{name} · {split} #{int(i)} · true: {class_names[y]} · "
-                     f"pred: {class_names[p]} ({conf[j]:.2f})")
+                     f"pred: {class_names[p]} ({conf[j]:.2f}){label}")
             writer.write(folder / fname, subset.images[j], maps[j], title)
-            files.append(fname)
             rows.append({"file": fname, "split": split, "index": int(i), "label": y,
                          "label_name": class_names[y], "prediction": p,
                          "prediction_name": class_names[p], "confidence": float(conf[j]),
                          "correct": y == p, "method": method})
     finally:
         writer.close()
-    atomic_write_csv(pd.DataFrame(rows), folder / "index.csv")
-    return ModelMaps(name, method, maps, pred, conf, files)
+    return ModelMaps(name, method, maps, pred, conf, pd.DataFrame(rows))
 
 
 def _galleries(out: Path, samples: pd.DataFrame, subset: Split, results: dict[str, ModelMaps],
-               class_names: list[str], split: str) -> None:
+               class_names: list[str], split: str, label: str) -> None:
     reasons = samples["reason"].to_numpy()
     for k in np.unique(subset.labels):
         rows = np.flatnonzero((subset.labels == k) & (reasons == "class"))
         _gallery(out / f"gallery_class_{int(k)}.png", rows, samples, subset, results,
                  class_names, f"{split}: class {class_names[int(k)]} — input and each model's "
-                 "map")
+                 f"map{label}")
     errs = np.flatnonzero(reasons != "class")
     if len(errs):
         _gallery(out / "gallery_errors.png", errs, samples, subset, results, class_names,
-                 f"{split}: misclassified samples — input and each model's map")
+                 f"{split}: misclassified samples — input and each model's map{label}")
 
 
 def _gallery(path: Path, rows: np.ndarray, samples: pd.DataFrame, subset: Split,
