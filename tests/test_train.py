@@ -179,12 +179,15 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
-def test_bad_dataset_is_a_one_line_error(tmp_path, capsys):
+def test_bad_dataset_or_model_is_a_one_line_error_and_leaves_no_files(tmp_path, capsys):
     code = main(["train", "--dataset", f"npz:{tmp_path / 'missing.npz'}", "--out",
                  str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "missing.npz" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["train", "--model", "no_such_model", "--out", str(tmp_path / "y")]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_binary_task_trains_and_reports_the_positive_class_auc(tmp_path):

@@ -135,6 +135,8 @@ def test_bloodmnist_preset_offline_errors_then_runs_with_local_files(tmp_path, m
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "bloodmnist.npz" in err and "zenodo" in err and "Traceback" not in err
+    log = next((tmp_path / "b" / "reduced" / "logs").glob("run_*.log")).read_text()
+    assert "stage data: failed: bloodmnist.npz not found" in log
     trust(monkeypatch, "bloodmnist", write_fake(root, "bloodmnist", n=(16, 8, 8)))
     assert main(args) == 2
     err = capsys.readouterr().err

@@ -31,6 +31,7 @@ from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.runtime import resolve_device
 from cnnvit.engine.setup import load_data
 from cnnvit.engine.train import fit
+from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_text
 from cnnvit.presets import ModelPlan, Preset
 
@@ -145,7 +146,14 @@ class Study:
         """Log the stage's start and duration and record them in the manifest."""
         start, t0 = _stamp(), time.perf_counter()
         self.log.info(f"[{start}] stage {name}: start")
-        yield
+        try:
+            yield
+        except (CnnvitError, KeyboardInterrupt) as exc:
+            reason = exc.message if isinstance(exc, CnnvitError) else "interrupted"
+            self.log.error(f"[{_stamp()}] stage {name}: failed: {reason}")
+            self.manifest["stages"][name] = {"start": start, "failed": reason}
+            self._write_manifest()
+            raise
         seconds = time.perf_counter() - t0
         end = _stamp()
         self.log.info(f"[{end}] stage {name}: done in {_duration(seconds)}")

@@ -128,9 +128,9 @@ def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
     base_rss = peak_rss = rss_bytes()  # CPU memory: growth above this while training
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
-    log = _logger(out / "train.log", quiet)
     # A resumed run loads its own weights from the checkpoint: no pretrained download needed.
     model = setup.build_model(pretrained=False, weights=None) if state else setup.build_model()
+    log = _logger(out / "train.log", quiet)  # only now: a bad model or data leaves no files
     resolved = setup.resolved() | {
         "parameters": models.count_parameters(model),
         "cnnvit_version": __version__, "torch_version": str(torch.__version__),
