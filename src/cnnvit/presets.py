@@ -102,9 +102,9 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
         entry = _mapping(entries.get(key, {"model": key}), f"models.{key}")
         entry.update(_mapping(red_models.get(key), f"reduced.models.{key}"))
         extend = _mapping(entry.pop("extend", None), f"models.{key}.extend")
-        merged = {"dataset": dataset or raw.get("dataset", "digits"), **common, **entry,
+        merged = {"dataset": raw.get("dataset", "digits"), **common, **entry,
                   **global_over, **per_model.get(key, {})}
-        if dataset:
+        if dataset:  # --dataset replaces the preset's, whatever its entries say
             merged["dataset"] = dataset
         merged.setdefault("model", key)
         config.load(None, merged)  # validate now: a typo fails before any training starts

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cnnvit import config
 from cnnvit import models as models_mod
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset, Split
 from cnnvit.engine.evaluate import load_model
+from cnnvit.engine.setup import data_size
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.cams import explain
 from cnnvit.explain.faithfulness import deletion_insertion, random_maps, road_scores
@@ -128,16 +130,18 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
     dirs = model_dirs(run_dir, models)
     out = run_dir / "explain"
     out.mkdir(parents=True, exist_ok=True)
-    datasets: dict[tuple, Dataset] = {}
+    datasets: dict[tuple, Dataset] = {}  # models that read the same files share one copy
     loaded = {}
     for name, d in dirs.items():
-        setup, model, _ = load_model(d, device=device)
-        key = (setup.cfg.dataset, setup.info.image_size)
+        cfg, _ = config.from_model_dir(d)
+        key = (cfg.dataset, data_size(cfg), cfg.data_root)
+        setup, model, _ = load_model(d, device=device, dataset=datasets.get(key))
         datasets.setdefault(key, setup.dataset)
         loaded[name] = (setup, model, d)
-    if len(datasets) > 1:
+    specs = sorted({k[0] for k in datasets})
+    if len(specs) > 1:
         raise CnnvitError(f"{run_dir}: the models were trained on different datasets "
-                          f"({', '.join(k[0] for k in datasets)}); explain them in separate runs")
+                          f"({', '.join(specs)}); explain them in separate runs")
     dataset = next(iter(datasets.values()))
     labels = dataset[split].labels
     class_names = list(dataset.info.class_names)
@@ -160,7 +164,8 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
         use = _method_for(method, fam)
         x = _inputs(setup, subset)
         with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=1).cpu()
+            probs = torch.cat([torch.softmax(model(c).float(), dim=1).cpu()
+                               for c in x.split(64)])
         pred = probs.argmax(1)
         kwargs = {"layer": target_layer} if target_layer and use != "rollout" else {}
         maps, used = explain(model, x, use, targets=pred, **kwargs)
