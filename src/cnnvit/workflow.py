@@ -35,8 +35,6 @@ from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_text
 from cnnvit.presets import ModelPlan, Preset
 
-STAGES = ("data", "train", "evaluate", "explain", "compare")
-
 
 def _stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
