@@ -28,7 +28,8 @@ def no_network_error(name: str, source: str) -> CnnvitError:
     """The one-line error for weights that cannot be fetched."""
     return CnnvitError(
         f"cannot download pretrained weights for {name} ({source}): no network. Download them "
-        "elsewhere and pass --weights PATH (a state dict / .safetensors / cnnvit checkpoint)")
+        "elsewhere and pass --weights PATH (in `cnnvit run`: --set <model>.weights=PATH); a "
+        "state dict, .safetensors or cnnvit checkpoint")
 
 
 def offline_env() -> bool:
