@@ -12,16 +12,16 @@ from cnnvit.explain import explain
 from cnnvit.explain.stage import select_samples
 
 PER_CLASS = 3
+RUN = ["run", "--preset", "quickstart", "--quiet", "--threads", "1",
+       "--set", "resnet18-small.epochs=3", "--set", "vit-small-input.epochs=4",
+       "--set", "vit-small-input.model_kwargs=width=32,depth=2,heads=2",
+       "--per-class", str(PER_CLASS), "--include-errors", "2"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("explain") / "q"
-    code = main(["run", "--preset", "quickstart", "--out", str(out), "--quiet", "--threads", "1",
-                 "--set", "resnet18-small.epochs=3", "--set", "vit-small-input.epochs=4",
-                 "--set", "vit-small-input.model_kwargs=width=32,depth=2,heads=2",
-                 "--per-class", str(PER_CLASS), "--include-errors", "2"])
-    assert code == 0
+    assert main([*RUN, "--out", str(out)]) == 0
     return out
 
 
@@ -111,3 +111,14 @@ def test_explain_command_on_a_reduced_run_with_road(run, tmp_path, capsys):
     assert set(index["mode"]) == {"reduced"}
     assert main(["explain", str(red), "--models", "nope"]) == 2
     assert "nope not in" in capsys.readouterr().err
+
+
+def test_rerun_keeps_current_explanations(run, capsys):
+    faith = run / "explain" / "faithfulness.csv"
+    before = faith.stat().st_mtime_ns
+    assert main([*RUN, "--out", str(run)]) == 0
+    assert "explanations up to date" in capsys.readouterr().out
+    assert faith.stat().st_mtime_ns == before
+    assert main([*RUN[:-1], "1", "--out", str(run)]) == 0  # other options: recomputed
+    assert "explanations up to date" not in capsys.readouterr().out
+    assert faith.stat().st_mtime_ns != before

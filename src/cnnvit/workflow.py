@@ -239,10 +239,28 @@ class Study:
                           f"{test['accuracy']:.4f}, macro-F1 {test['f1_macro']:.4f}, macro-AUC "
                           f"{auc}, loss {test['loss']:.4f}")
 
+    def _explain_is_current(self, stamp: Path) -> bool:
+        """The explain outputs were made with these options from the current checkpoints."""
+        if self.force or not stamp.is_file():
+            return False
+        try:
+            if json.loads(stamp.read_text()) != self.explain_options:
+                return False
+        except ValueError:
+            return False
+        made = stamp.stat().st_mtime
+        return all((d / "checkpoints" / "best.pt").stat().st_mtime < made
+                   for _, _, d in self.model_dirs())
+
     def stage_explain(self) -> None:
         from cnnvit.explain.stage import explain_run
 
+        stamp = self.root / "explain" / "options.json"
+        if self._explain_is_current(stamp):
+            self.log.info(f"  explanations up to date ({stamp.parent}); --force recomputes")
+            return
         out = explain_run(self.root, logger=self.log, **self.explain_options)
+        atomic_write_text(stamp, json.dumps(self.explain_options, sort_keys=True))
         self.log.info(f"  explanations: {out}")
 
     def stage_compare(self) -> None:
