@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnvit.engine.checkpoint import save_checkpoint
+from cnnvit.checkpoint import save_checkpoint
 from cnnvit.errors import CnnvitError
 from cnnvit.models import (
     PRESETS,

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnvit.data.pipeline import Augment, BatchPipeline, channel_stats, resize_uint8
+from cnnvit.config import Config
+from cnnvit.data.pipeline import BatchPipeline, channel_stats, resize_uint8
 from cnnvit.data.types import Split
 
 
@@ -48,7 +49,7 @@ def test_resize_is_cached_once_and_pad_mode():
 
 def test_training_batches_permute_and_augment_reproducibly():
     s = _split(n=64)
-    aug = Augment(hflip=True, crop_padding=2, random_erasing=0.5)
+    aug = Config(hflip=True, crop_padding=2, random_erasing=0.5)
     pipe = BatchPipeline(s, device=torch.device("cpu"), image_size=8, mean=[0] * 3,
                          std=[1] * 3, augment=aug)
 
@@ -69,19 +70,19 @@ def test_flip_and_crop_are_per_image_and_preserve_content():
     img[:, 2:4, 1, 0] = 255  # a vertical bar left of centre
     s = Split(img, np.zeros(32))
     pipe = BatchPipeline(s, device=torch.device("cpu"), image_size=6, mean=[0], std=[1],
-                         augment=Augment(hflip=True))
+                         augment=Config(hflip=True))
     x, _ = next(pipe.batches(32, torch.Generator().manual_seed(0)))
     cols = x[:, 0].sum(1).argmax(1)
     assert set(cols.tolist()) == {1, 4}  # each image flipped or not, independently
     crop = BatchPipeline(s, device=torch.device("cpu"), image_size=6, mean=[0], std=[1],
-                         augment=Augment(crop_padding=2))
+                         augment=Config(crop_padding=2))
     x, _ = next(crop.batches(32, torch.Generator().manual_seed(0)))
     assert x.shape == (32, 1, 6, 6)
     sums = x.sum(dim=(1, 2, 3))
     assert (sums <= 2).all() and (sums > 0).any() and len(set(sums.tolist())) > 1
 
 
-@pytest.mark.parametrize("aug", [Augment(autoaugment="cifar10"), Augment(randaugment_n=2)])
+@pytest.mark.parametrize("aug", [Config(autoaugment="cifar10"), Config(randaugment_n=2)])
 def test_policy_augmentations_run_on_batches(aug):
     s = _split(n=40, size=16)
     pipe = BatchPipeline(s, device=torch.device("cpu"), image_size=16, mean=[0] * 3,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from cnnvit import config, data
+from cnnvit.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.cli import main
 from cnnvit.engine import train as train_mod
-from cnnvit.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.train import fit
 from cnnvit.errors import CnnvitError

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from cnnvit import models
-from cnnvit.data.pipeline import Augment, BatchPipeline
+from cnnvit.config import Config
+from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.engine.runtime import amp_dtype, autocast, configure, resolve_device
@@ -112,7 +113,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
     split = Split(rng.integers(0, 256, (bs * 4, native, native, 3), dtype=np.uint8),
                   rng.integers(0, classes, bs * 4))
     pipe = BatchPipeline(split, device=device, image_size=size, mean=[0.5] * 3, std=[0.25] * 3,
-                         augment=Augment(hflip=True, crop_padding=max(size // 8, 1)),
+                         augment=Config(hflip=True, crop_padding=max(size // 8, 1)),
                          channels_last=is_cnn)
     gen = torch.Generator(device=device).manual_seed(0)
     x_fixed, y_fixed = next(pipe.batches(bs, gen, drop_last=True))

@@ -9,11 +9,11 @@ erasing) and normalisation run on whole batches on the device, as in airbench.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from cnnvit.config import Config
 from cnnvit.data.types import Split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -21,22 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _POLICY_CHUNK = 16  # AutoAugment/RandAugment draw one op per chunk of this many images
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Batch augmentation settings (training only)."""
-
-    hflip: bool = False
-    vflip: bool = False
-    crop_padding: int = 0
-    autoaugment: str = "none"
-    randaugment_n: int = 0
-    randaugment_m: int = 9
-    random_erasing: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return (self.hflip or self.vflip or self.crop_padding > 0 or self.autoaugment != "none"
-                or self.randaugment_n > 0 or self.random_erasing > 0)
+def is_augmenting(aug: Config) -> bool:
+    """Whether the augmentation keys of `aug` change any image."""
+    return (aug.hflip or aug.vflip or aug.crop_padding > 0 or aug.autoaugment != "none"
+            or aug.randaugment_n > 0 or aug.random_erasing > 0)
 
 
 def channel_stats(images: torch.Tensor | Split,
@@ -94,7 +82,7 @@ def _random_flip(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tenso
     return torch.where(mask[:, None, None, None], x.flip(dim), x)
 
 
-def _policy(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+def _policy(x: torch.Tensor, aug: Config, gen: torch.Generator) -> torch.Tensor:
     """AutoAugment / RandAugment from torchvision, one random op draw per chunk of images."""
     from torchvision.transforms import v2
 
@@ -141,12 +129,12 @@ class BatchPipeline:
 
     def __init__(self, split: Split, *, device: torch.device, image_size: int,
                  mean: list[float], std: list[float], resize_mode: str = "bilinear",
-                 augment: Augment | None = None, channels_last: bool = False,
+                 augment: Config | None = None, channels_last: bool = False,
                  cache_bytes: int = 2**32) -> None:
         self.device = device
         self.image_size = image_size
         self.resize_mode = resize_mode
-        self.augment = augment if augment is not None and augment.active else None
+        self.augment = augment if augment is not None and is_augmenting(augment) else None
         self.channels_last = channels_last
         images = torch.from_numpy(split.images).permute(0, 3, 1, 2)  # N×C×H×W view, uint8
         self.labels = torch.from_numpy(split.labels).to(device)

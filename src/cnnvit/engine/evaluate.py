@@ -11,9 +11,9 @@ import torch
 
 from cnnvit import config as config_mod
 from cnnvit import metrics
+from cnnvit.checkpoint import load_checkpoint
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
-from cnnvit.engine.checkpoint import load_checkpoint
 from cnnvit.engine.runtime import amp_dtype, autocast
 from cnnvit.engine.setup import Setup, prepare
 from cnnvit.errors import CnnvitError

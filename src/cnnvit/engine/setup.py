@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -11,7 +11,6 @@ from cnnvit.config import Config
 from cnnvit.data.pipeline import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Augment,
     BatchPipeline,
     channel_stats,
 )
@@ -39,10 +38,9 @@ class Setup:
     def pipeline(self, split: str, train: bool = False) -> BatchPipeline:
         """The on-device batch pipeline of one split (augmented only when `train`)."""
         cfg = self.cfg
-        aug = Augment(**{f.name: getattr(cfg, f.name) for f in fields(Augment)}) if train else None
         return BatchPipeline(self.dataset[split], device=self.device, image_size=self.image_size,
                              mean=self.mean, std=self.std, resize_mode=cfg.resize_mode,
-                             augment=aug, channels_last=self._channels_last(),
+                             augment=cfg if train else None, channels_last=self._channels_last(),
                              cache_bytes=cache_budget(self.device))
 
     def _channels_last(self) -> bool:

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from cnnvit import __version__, metrics, models
 from cnnvit import config as config_mod
+from cnnvit.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.config import Config
 from cnnvit.data.types import Dataset
-from cnnvit.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.engine.evaluate import evaluate_split, predict
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.engine.optim import build_optimizer, lr_at, set_lr

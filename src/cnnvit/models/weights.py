@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cnnvit.engine.checkpoint import is_cnnvit_checkpoint, load_checkpoint
+from cnnvit.checkpoint import is_cnnvit_checkpoint, load_checkpoint
 from cnnvit.errors import CnnvitError
 
 StateDict = dict[str, torch.Tensor]
