@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cnnvit.models
 from cnnvit.compare import compare
 from cnnvit.errors import CnnvitError
 
@@ -53,7 +52,8 @@ def write_model(path: Path, arch: str, top: dict, cost: dict, synthetic: bool = 
     for split in ("val", "test"):
         (path / f"metrics_{split}.json").write_text(
             json.dumps(metrics_json(split, arch, top, synthetic)))
-    summary = {"model": arch, "dataset": "bloodmnist", "synthetic": synthetic, **cost,
+    summary = {"model": arch, "architecture": arch, "family": "vit" if arch == VIT else "cnn",
+               "dataset": "bloodmnist", "synthetic": synthetic, **cost,
                "image_size": 28, "epochs_run": 20, "best_epoch": 17, "stop_reason": "done",
                "train_images_per_s": 9000.0, "eval_images_per_s": 5100.0,
                "peak_memory_bytes": 1_300_000_000, "peak_memory_kind": "cuda_max_allocated",
@@ -252,12 +252,24 @@ def test_faithfulness_line_only_with_csv(tmp_path):
     assert "lacks column(s) method" in compare(run)["summary"].read_text()
 
 
-def test_family_falls_back_to_empty(tmp_path, monkeypatch):
-    def boom(name):
-        raise CnnvitError(f"unknown model {name!r}")
+def _edit_summaries(run: Path, change) -> None:
+    for path in (run / "models").glob("*/summary.json"):
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
 
-    monkeypatch.setattr(cnnvit.models, "family", boom)
-    df = pd.read_csv(compare(make_run(tmp_path))["final_comparison"], keep_default_na=False)
+
+def test_family_and_architecture_come_from_the_summary(tmp_path):
+    run = make_run(tmp_path)
+    _edit_summaries(run, lambda s: {**s, "family": "vit" if s["model"] == CNN else "cnn",
+                                    "architecture": "arch-" + s["model"]})
+    df = pd.read_csv(compare(run)["final_comparison"], keep_default_na=False)
+    assert dict(zip(df["model"], df["family"], strict=True)) == {CNN: "vit", VIT: "cnn"}
+    assert set(df["architecture"]) == {f"arch-{CNN}", f"arch-{VIT}"}
+
+
+def test_family_empty_for_runs_that_did_not_record_it(tmp_path):
+    run = make_run(tmp_path)
+    _edit_summaries(run, lambda s: {k: v for k, v in s.items() if k != "family"})
+    df = pd.read_csv(compare(run)["final_comparison"], keep_default_na=False)
     assert (df["family"] == "").all()
 
 

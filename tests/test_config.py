@@ -2,13 +2,15 @@ import pytest
 
 from cnnvit import config
 from cnnvit.cli import main
+from cnnvit.engine.setup import load_config
 from cnnvit.errors import ConfigError
+from cnnvit.rundir import ModelDir
 
 
 def test_defaults_yaml_flags_set_precedence(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 7\nlr: 0.01\nmodel: vit-small-input\n")
-    cfg = config.load(path, {"lr": "0.5", "model_kwargs": "{width: 32}"})
+    cfg = load_config(path, {"lr": "0.5", "model_kwargs": "{width: 32}"})
     assert cfg.epochs == 7
     assert cfg.lr == 0.5
     assert cfg.model == "vit-small-input"
@@ -50,7 +52,7 @@ def test_coercion_from_strings():
 def test_write_and_read_back_round_trip(tmp_path):
     cfg = config.load(None, {"epochs": 3, "model_kwargs": {"depth": 2}})
     config.write(cfg, tmp_path / "config.yaml", {"image_size": 8})
-    back, resolved = config.from_model_dir(tmp_path)
+    back, resolved = ModelDir(tmp_path).read_config()
     assert back == cfg and resolved == {"image_size": 8}
 
 
@@ -86,8 +88,10 @@ def test_cli_help_has_examples(capsys):
 
 
 def test_family_recipe_defaults_yield_to_explicit_keys():
-    assert config.load(None, {"model": "resnet18-small"}).batch_size == config.Config().batch_size
-    vit = config.load(None, {"model": "vit-small-input"})
+    assert load_config(None, {"model": "resnet18-small"}).batch_size == config.Config().batch_size
+    vit = load_config(None, {"model": "vit-small-input"})
     assert (vit.batch_size, vit.epochs) == (32, 40)
-    assert config.load(None, {"model": "vit-small-input", "epochs": 3}).epochs == 3
-    assert config.load(None, {"model": "vit-small-input", "epochs": 3}).batch_size == 32
+    assert load_config(None, {"model": "vit-small-input", "epochs": 3}).epochs == 3
+    assert load_config(None, {"model": "vit-small-input", "epochs": 3}).batch_size == 32
+    # without a family lookup, config.load applies no recipe
+    assert config.load(None, {"model": "vit-small-input"}).epochs == config.Config().epochs

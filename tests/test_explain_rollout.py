@@ -7,6 +7,7 @@ import torch
 from cnnvit.errors import CnnvitError
 from cnnvit.explain import attention_rollout, capture_attention, rollout_matrices, token_layout
 from cnnvit.models import build
+from tests.maps_checks import check_maps, square_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,20 +23,16 @@ def _hooks(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def _check_maps(maps, n, h, w):
-    assert maps.shape == (n, h, w) and maps.dtype == torch.float32
-    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
-
-
 def test_token_layout_from_the_model(vit28, reg_vit):
     assert token_layout(vit28) == (7, 7, 1)  # 4×4 patches on 28 px
     assert token_layout(build("vit-small-input", 2, image_size=8)) == (4, 4, 1)  # 2×2 on 8 px
     assert token_layout(timm.create_model("vit_tiny_patch16_224", num_classes=2)) == (14, 14, 1)
     assert token_layout(reg_vit) == (8, 8, 5)  # class token + 4 registers
+    torch.manual_seed(0)
     dynamic = timm.models.VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=1,
                                             num_heads=2, dynamic_img_size=True)
     assert token_layout(dynamic, (24, 32)) == (6, 8, 1)
-    _check_maps(attention_rollout(dynamic, torch.randn(1, 3, 24, 32)), 1, 24, 32)
+    check_maps(attention_rollout(dynamic, square_images(2, 3, 24, 32)), 2, 24, 32)
     with pytest.raises(CnnvitError, match="patch_embed"):
         token_layout(build("resnet18-small", 2))
 
@@ -87,22 +84,24 @@ def test_rollout_matches_hand_computation():
 def test_rollout_maps_shape_and_range(size, chans):
     torch.manual_seed(0)
     model = build("vit-small-input", 3, in_chans=chans, image_size=size)
-    _check_maps(attention_rollout(model, torch.randn(3, chans, size, size)), 3, size, size)
+    check_maps(attention_rollout(model, square_images(3, chans, size)), 3, size, size)
 
 
 def test_head_fusions_differ(vit28):
-    x = torch.randn(2, 3, 28, 28)
+    x = square_images(2, 3, 28)
     maps = {f: attention_rollout(vit28, x, head_fusion=f) for f in ("mean", "max", "min")}
+    for fused in maps.values():
+        check_maps(fused, 2, 28, 28)
     assert not torch.allclose(maps["mean"], maps["max"])
     assert not torch.allclose(maps["mean"], maps["min"])
     assert not torch.allclose(maps["max"], maps["min"])
 
 
 def test_register_tokens_are_dropped(reg_vit):
-    x = torch.randn(2, 3, 32, 32)
+    x = square_images(2, 3, 32)
     _, rollout = rollout_matrices(reg_vit, x)
     assert rollout.shape == (2, 5 + 64, 5 + 64)
-    _check_maps(attention_rollout(reg_vit, x, batch_size=1), 2, 32, 32)
+    check_maps(attention_rollout(reg_vit, x, batch_size=1), 2, 32, 32)
 
 
 def test_model_without_class_token_uses_mean_row():
@@ -111,9 +110,9 @@ def test_model_without_class_token_uses_mean_row():
                                           num_heads=2, class_token=False, global_pool="avg",
                                           num_classes=3)
     assert token_layout(model) == (4, 4, 0)
-    x = torch.randn(2, 3, 16, 16)
+    x = square_images(2, 3, 16)
     maps = attention_rollout(model, x)
-    _check_maps(maps, 2, 16, 16)
+    check_maps(maps, 2, 16, 16)
     _, rollout = rollout_matrices(model, x)
     flow = rollout.mean(1).reshape(2, 1, 4, 4)
     expected = torch.nn.functional.interpolate(flow, size=(16, 16), mode="bilinear")[:, 0]

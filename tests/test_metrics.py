@@ -26,7 +26,9 @@ from sklearn.metrics import (
 )
 
 from cnnvit import metrics
-from cnnvit.metrics import MetricsWarning, compute, predictions_frame, validate_inputs, write_json
+from cnnvit.engine.evaluate import predictions_frame
+from cnnvit.io import atomic_write_json
+from cnnvit.metrics import MetricsWarning, compute, validate_inputs
 
 REQUIRED_KEYS = {
     "accuracy",
@@ -310,18 +312,18 @@ def test_bad_task_and_binary_with_wrong_k() -> None:
 # --------------------------------------------------------------------------- JSON / frame
 
 
-def test_write_json_atomic_roundtrip(tmp_path) -> None:
+def test_atomic_write_json_roundtrip(tmp_path) -> None:
     y, p = make_data(4, 3)
     m = compute(y, p, names(3))
     out = tmp_path / "sub" / "metrics.json"
-    write_json(m, out)
+    atomic_write_json(out, m)
     text = out.read_text()
     assert json.loads(text) == m
     assert text.startswith("{\n  ")  # indent=2
     assert [f.name for f in out.parent.iterdir()] == ["metrics.json"]  # no temp files left
     # a failed write (NaN) leaves the previous file intact and no temp file behind
     with pytest.raises(ValueError):
-        write_json({"accuracy": float("nan")}, out)
+        atomic_write_json(out, {"accuracy": float("nan")})
     assert json.loads(out.read_text()) == m
     assert [f.name for f in out.parent.iterdir()] == ["metrics.json"]
 

@@ -84,10 +84,21 @@ def test_flip_and_crop_are_per_image_and_preserve_content():
 
 @pytest.mark.parametrize("aug", [Config(autoaugment="cifar10"), Config(randaugment_n=2)])
 def test_policy_augmentations_run_on_batches(aug):
-    s = _split(n=40, size=16)
-    pipe = BatchPipeline(s, device=torch.device("cpu"), image_size=16, mean=[0] * 3,
-                         std=[1] * 3, augment=aug)
-    x1, _ = next(pipe.batches(40, torch.Generator().manual_seed(3)))
+    rng = np.random.default_rng(0)
+    s = Split(rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), np.arange(40))  # unique
+    kwargs = {"device": torch.device("cpu"), "image_size": 16, "mean": [0] * 3, "std": [1] * 3}
+    pipe = BatchPipeline(s, augment=aug, **kwargs)
+    plain = BatchPipeline(s, **kwargs)  # no augmentation: the generator only draws the order
+    x1, y1 = next(pipe.batches(40, torch.Generator().manual_seed(3)))
     x2, _ = next(pipe.batches(40, torch.Generator().manual_seed(3)))
-    assert x1.shape == (40, 3, 16, 16) and torch.isfinite(x1).all()
-    torch.testing.assert_close(x1, x2)
+    x0, y0 = next(plain.batches(40, torch.Generator().manual_seed(3)))
+    assert x1.shape == x0.shape == (40, 3, 16, 16) and torch.isfinite(x1).all()
+    torch.testing.assert_close(x1, x2)  # reproducible from the generator's seed
+    # same permutation, labels untouched: the labels are unique, so this pins every image
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(y1, y0) and torch.equal(y1, torch.from_numpy(s.labels)[perm])
+    assert y1.dtype == torch.int64
+    # ... and the images were changed by the policy (not passed through)
+    changed = (x1 != x0).flatten(1).any(1)
+    assert changed.any(), "the augmentation policy left every image unchanged"
+    assert (x1 - x0).abs().mean() > 0.01

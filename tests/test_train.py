@@ -15,6 +15,7 @@ from cnnvit.engine import train as train_mod
 from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.train import fit
 from cnnvit.errors import CnnvitError
+from cnnvit.rundir import ModelDir
 
 TINY = {"dataset": "digits", "model": "vit-small-input", "model_kwargs": {"width": 32, "depth": 1,
                                                                           "heads": 2},
@@ -55,7 +56,7 @@ def test_train_writes_the_model_directory_contract(tmp_path):
     hist = pd.read_csv(out / "history.csv")
     assert list(hist["epoch"]) == [1, 2, 3, 4]
     assert {"lr", "train_loss", "val_f1_macro", "seconds", "train_images_per_s"} <= set(hist)
-    cfg, resolved = config.from_model_dir(out)
+    cfg, resolved = ModelDir(out).read_config()
     assert cfg == tiny(tmp_path)
     assert resolved["image_size"] == 8 and resolved["num_classes"] == 10
     assert len(resolved["mean"]) == 1 and resolved["parameters"] > 0
@@ -119,7 +120,7 @@ def test_resume_extends_a_finished_run_with_a_new_lr(tmp_path, capsys):
     # epoch) starts epoch 2 at the peak; the extension restarts at the new lr, no warm-up
     assert hist["lr"].iloc[1] == pytest.approx(config.Config().lr)
     assert hist["lr"].iloc[2] == pytest.approx(1e-4)
-    cfg, _ = config.from_model_dir(out)
+    cfg, _ = ModelDir(out).read_config()
     assert cfg.epochs == 3 and cfg.lr == 1e-4
     assert "extending from epoch 2 to 3" in (out / "train.log").read_text()
     assert main(["train", "--out", str(out), "--resume", "--set", "optimizer=sgd",
@@ -147,7 +148,7 @@ def test_transfer_from_a_local_checkpoint_to_another_dataset(tmp_path):
                    weights=str(src / "checkpoints" / "best.pt"), epochs=1, batch_size=32,
                    model_kwargs={}, lr=1e-4),
               quiet=True)
-    cfg, resolved = config.from_model_dir(out)
+    cfg, resolved = ModelDir(out).read_config()
     report = " ".join(resolved["weights_report"])
     assert "1 to 3 channels" in report and "4 classes" in report
     assert resolved["num_classes"] == 4 and _metrics(out)["synthetic"] is True

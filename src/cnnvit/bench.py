@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,10 +92,22 @@ def _time_pair(fn_a, fn_b, steps: int, device: torch.device) -> tuple[float, flo
     return float(np.median(times[0])), float(np.median(times[1]))
 
 
+def parse_case(case: str) -> tuple[str, int]:
+    """`model@size` (size 28 when omitted) → (model name, input side in pixels)."""
+    name, at, size_text = case.strip().partition("@")
+    try:
+        size = int(size_text) if at else 28
+    except ValueError:
+        size = 0
+    if not name or size < 1:
+        raise CnnvitError(f"--models takes model@size items such as resnet18-small@28; got "
+                          f"{case!r}")
+    return name, size
+
+
 def bench_case(case: str, device: torch.device, steps: int, peak: float) -> BenchResult:
     """Time one `model@size` case (see the module docstring)."""
-    name, _, size_text = case.partition("@")
-    size = int(size_text or 28)
+    name, size = parse_case(case)
     bs = _batch_size(size, device)
     classes = 10
     model = models.build(name, classes, in_chans=3, image_size=size).to(device)
@@ -124,7 +137,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    batches = iter(())
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
 
     def full_step() -> None:
         nonlocal batches
@@ -169,7 +182,9 @@ def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
         raise CnnvitError("--steps must be at least 1")
     configure(threads, deterministic=False)
     dev = resolve_device(device)
-    cases = [c.strip() for c in models.split(",")] if models else list(DEFAULT_CASES)
+    cases = [c.strip() for c in models.split(",")] if models is not None else list(DEFAULT_CASES)
+    for case in cases:
+        parse_case(case)  # every spec is checked before anything is measured
     peak = matmul_peak(dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
     print(f"device {dev} ({name or platform.machine()}), torch {torch.__version__}, "

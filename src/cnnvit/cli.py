@@ -12,6 +12,8 @@ from typing import Any
 
 from cnnvit import __version__
 from cnnvit.errors import CnnvitError
+from cnnvit.explain.methods import METHODS
+from cnnvit.rundir import MODES
 
 # flag → config key, for the flags every training-like command accepts
 CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -51,14 +53,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file of config keys (flags override it)")
+# the config flags `cnnvit run` passes to every model of the study
+RUN_FLAGS = ("--image-size", "--epochs", "--device", "--data-root", "--threads", "--download",
+             "--deterministic")
+
+
+def _add_config_flags(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """The config flags (all of them, or `only` these), each stored as `cfg_<key>`."""
     for flag, (key, kwargs) in CONFIG_FLAGS.items():
-        p.add_argument(flag, dest=f"cfg_{key}", default=None, **kwargs)
+        if only is None or flag in only:
+            p.add_argument(flag, dest=f"cfg_{key}", default=None, **kwargs)
     for flag, key in CONFIG_SWITCHES.items():
-        p.add_argument(flag, dest=f"cfg_{key}", action="store_const", const=True, default=None)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="set any config key (repeatable); `cnnvit train --keys` lists them")
+        if only is None or flag in only:
+            p.add_argument(flag, dest=f"cfg_{key}", action="store_const", const=True,
+                           default=None)
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,42 +78,24 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def config_from_args(args: argparse.Namespace):
-    """Defaults < --config YAML < flags < --set."""
-    from cnnvit import config
-
-    return config.load(args.config, _flag_overrides(args))
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from cnnvit import config
-    from cnnvit.engine.train import fit
+    from cnnvit.engine.setup import load_config
+    from cnnvit.engine.train import fit, remaining_phases, resume_config
 
     if args.keys:
         print("\n".join(f"{k} = {v!r}" for k, v in config.Config().to_dict().items()))
         return 0
-    if args.resume:
-        cfg = _resume_config(args)
-    else:
-        cfg = config_from_args(args)
+    overrides = _flag_overrides(args)  # defaults < --config YAML < flags < --set
+    given = (config.read_yaml(args.config) if args.config else {}) | overrides
+    cfg = resume_config(args.cfg_out or config.Config().out, given) if args.resume else None
+    cfg = cfg or load_config(args.config, overrides)
+    if not remaining_phases(cfg, resume=args.resume):
+        print(f"{cfg.out} has finished its {cfg.epochs} epochs; nothing to do (ask for more "
+              "with --epochs N)")
+        return 0
     fit(cfg, resume=args.resume, quiet=args.quiet)
     return 0
-
-
-def _resume_config(args: argparse.Namespace):
-    """For --resume: the saved config of --out, with this command's flags applied on top."""
-    from pathlib import Path
-
-    from cnnvit import config
-
-    out = args.cfg_out or config.Config().out
-    if not (Path(out) / "config.yaml").is_file():
-        return config_from_args(args)
-    saved, _ = config.from_model_dir(out)
-    overrides = _flag_overrides(args)
-    if args.config:
-        overrides = config.read_yaml(args.config) | overrides
-    return config.apply_overrides(saved, overrides)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -151,12 +141,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
     try:
-        parts = tuple(int(v) for v in text.lower().split("x"))
+        height, width, channels = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        parts = ()
-    if len(parts) != 3 or min(parts) <= 0 or parts[2] not in (1, 3):
+        height = width = channels = 0  # not three whole numbers
+    if min(height, width) <= 0 or channels not in (1, 3):
         raise CnnvitError(f"--shape takes HxWxC with C 1 or 3, e.g. 28x28x3; got '{text}'")
-    return parts  # type: ignore[return-value]
+    return height, width, channels
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -168,21 +158,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cnnvit import config, presets
+    from cnnvit import presets
     from cnnvit.workflow import Study
 
     if args.list:
         for name in presets.available():
             print(f"{name}: {presets.load(name).description}")
         return 0
-    overrides = config.parse_set(args.set)
-    for flag, key in (("epochs", "epochs"), ("image_size", "image_size"), ("device", "device"),
-                      ("data_root", "data_root"), ("threads", "threads")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    for switch in ("deterministic", "download"):
-        if getattr(args, switch):
-            overrides[switch] = True
+    overrides = _flag_overrides(args)
     seeds = [_int(s, "--seeds") for s in args.seeds.split(",")] if args.seeds else None
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     preset = presets.load(args.preset, reduced=args.reduced, dataset=args.dataset,
@@ -222,83 +205,92 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
+             examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command parser with its help, description and examples, calling `func`."""
+    label = "example" if len(examples) == 1 else "examples"
+    p = sub.add_parser(name, help=help, description=description or help,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"{label}:\n" + "\n".join(f"  {e}" for e in examples))
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_explain_options(p: argparse.ArgumentParser, stage: str = "") -> None:
+    """The sample and method options that `cnnvit explain` and `cnnvit run` share."""
+    p.add_argument("--per-class", dest="per_class", type=int, default=10,
+                   help=f"{stage}samples per class")
+    p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
+                   help=f"{stage}misclassified samples added per model")
+    p.add_argument("--method", default="auto", choices=METHODS,
+                   help=f"{stage}auto = Grad-CAM for CNNs, attention rollout for ViTs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one sub-command per function)."""
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog="cnnvit", description="Train, evaluate, explain and compare CNNs "
-                     "and Vision Transformers on small-image classification.",
-                     formatter_class=fmt)
+                     "and Vision Transformers on small-image classification.")
     parser.add_argument("--version", action="version", version=f"cnnvit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_train_parser, _run_parser, _explain_parser, _compare_parser,
+                _evaluate_parser, _data_parser, _bench_parser):
+        add(sub)
+    return parser
 
-    p = sub.add_parser("train", help="train one model into a model directory",
-                       formatter_class=fmt, description="Train one model; writes config.yaml, "
-                       "history.csv, checkpoints/, metrics_{val,test}.json, "
-                       "predictions_{val,test}.csv and train.log into --out.",
-                       epilog="example:\n  cnnvit train --dataset digits --model "
-                       "vit-small-input --out runs/d-vit\n  cnnvit train --out runs/d-vit "
-                       "--resume --epochs 60 --lr 1e-4   # extend a finished run")
+
+def _train_parser(sub: Any) -> None:
+    p = _command(sub, "train", _cmd_train, "train one model into a model directory", [
+        "cnnvit train --dataset digits --model vit-small-input --out runs/d-vit",
+        "cnnvit train --out runs/d-vit --resume --epochs 60 --lr 1e-4   # extend a finished run",
+    ], "Train one model; writes config.yaml, history.csv, checkpoints/, "
+       "metrics_{val,test}.json, predictions_{val,test}.csv and train.log into --out.")
+    p.add_argument("--config", help="YAML file of config keys (flags override it)")
     _add_config_flags(p)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set any config key (repeatable); `cnnvit train --keys` lists them")
     p.add_argument("--resume", action="store_true", help="continue --out from its last "
                    "checkpoint (more --epochs / a new --lr extends a finished run)")
     p.add_argument("--quiet", action="store_true", help="no epoch lines on stdout")
     p.add_argument("--keys", action="store_true", help="list every config key and its default")
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("run", help="the whole comparison study in one command",
-                       formatter_class=fmt, description="Stages: data → train every model (and "
-                       "seed) → evaluate → explain → compare. Re-running the same command "
-                       "continues where it stopped.",
-                       epilog="examples:\n  cnnvit run --preset quickstart --out runs/quick\n"
-                       "  cnnvit run --preset bloodmnist-native --reduced --out runs/blood\n"
-                       "  cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds\n"
-                       "  cnnvit run --list")
+
+def _run_parser(sub: Any) -> None:
+    p = _command(sub, "run", _cmd_run, "the whole comparison study in one command", [
+        "cnnvit run --preset quickstart --out runs/quick",
+        "cnnvit run --preset bloodmnist-native --reduced --out runs/blood",
+        "cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds",
+        "cnnvit run --list",
+    ], "Stages: data → train every model (and seed) → evaluate → explain → compare. "
+       "Re-running the same command continues where it stopped.")
     p.add_argument("--preset", default="quickstart", help="preset name (see --list) or a "
                    "YAML file")
     p.add_argument("--list", action="store_true", help="list the presets")
     p.add_argument("--dataset", default=None, help="replace the preset's dataset")
     p.add_argument("--models", default=None, help="comma list: preset entries or model names")
     p.add_argument("--seeds", default=None, help="comma list, e.g. 42,43,44")
-    p.add_argument("--image-size", dest="image_size", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    _add_config_flags(p, only=RUN_FLAGS)
     p.add_argument("--reduced", action="store_true", help="shorter schedule, smaller inputs; "
                    "outputs under DIR/reduced/, labelled reduced everywhere")
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--data-root", dest="data_root", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--download", action="store_true", help="download missing datasets")
-    p.add_argument("--deterministic", action="store_true")
     p.add_argument("--force", action="store_true", help="retrain models that already finished")
     p.add_argument("--no-explain", action="store_true", help="skip the explain stage")
-    p.add_argument("--per-class", dest="per_class", type=int, default=10,
-                   help="explain stage: samples per class")
-    p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
-                   help="explain stage: misclassified samples added per model")
-    p.add_argument("--method", default="auto",
-                   choices=("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam"),
-                   help="explain stage: auto = Grad-CAM for CNNs, attention rollout for ViTs")
+    _add_explain_options(p, "explain stage: ")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config key for every model, or MODEL.KEY=VALUE for one (repeatable)")
-    p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("explain", help="Grad-CAM / attention rollout on shared samples, "
-                       "galleries, faithfulness", formatter_class=fmt,
-                       description="Explain every model of a run on one seeded selection of "
-                       "samples: overlays, per-class and error galleries, deletion/insertion "
-                       "faithfulness against a random map, and a model-randomisation check.",
-                       epilog="example:\n  cnnvit explain runs/quickstart --per-class 10 "
-                       "--include-errors 5")
+
+def _explain_parser(sub: Any) -> None:
+    p = _command(sub, "explain", _cmd_explain, "Grad-CAM / attention rollout on shared samples, "
+                 "galleries, faithfulness", [
+                     "cnnvit explain runs/quickstart --per-class 10 --include-errors 5"],
+                 "Explain every model of a run on one seeded selection of samples: overlays, "
+                 "per-class and error galleries, deletion/insertion faithfulness against a "
+                 "random map, and a model-randomisation check.")
     p.add_argument("run_dir")
     p.add_argument("--models", default=None, help="comma list of model names (default: all)")
     p.add_argument("--split", default="test")
-    p.add_argument("--per-class", dest="per_class", type=int, default=10)
-    p.add_argument("--method", default="auto",
-                   choices=("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam"),
-                   help="auto: Grad-CAM for CNNs, attention rollout for ViTs")
-    p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
-                   help="misclassified samples added per model")
+    _add_explain_options(p)
     p.add_argument("--target-layer", dest="target_layer", default=None,
                    help="Grad-CAM layer by dotted name, e.g. layer3.1")
     p.add_argument("--steps", type=int, default=10, help="deletion/insertion curve steps")
@@ -307,59 +299,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--road", action="store_true", help="also ROAD scores (pytorch-grad-cam; "
                    "slower)")
     p.add_argument("--device", default=None)
-    p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("compare", help="comparison tables and summary of a run directory",
-                       formatter_class=fmt, epilog="example:\n  cnnvit compare runs/quick")
+
+def _compare_parser(sub: Any) -> None:
+    p = _command(sub, "compare", _cmd_compare, "comparison tables and summary of a run directory",
+                 ["cnnvit compare runs/quick"])
     p.add_argument("run_dir")
-    p.add_argument("--mode", default=None, choices=("full", "reduced"))
-    p.set_defaults(func=_cmd_compare)
+    p.add_argument("--mode", default=None, choices=MODES)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a trained model directory",
-                       formatter_class=fmt, epilog="example:\n  cnnvit evaluate runs/d-vit "
-                       "--split test")
+
+def _evaluate_parser(sub: Any) -> None:
+    p = _command(sub, "evaluate", _cmd_evaluate, "re-evaluate a trained model directory",
+                 ["cnnvit evaluate runs/d-vit --split test"])
     p.add_argument("model_dir")
     p.add_argument("--split", default="val,test", help="comma list of train,val,test")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default=None)
-    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("data", help="inspect, download, verify or synthesise datasets",
-                       formatter_class=fmt, epilog="examples:\n  cnnvit data info digits\n"
-                       "  cnnvit data fetch bloodmnist --size 28\n"
-                       "  cnnvit data synth --out synth.npz --shape 28x28x3 --classes 8 "
-                       "--samples 800,100,200 --seed 0")
+
+def _data_parser(sub: Any) -> None:
+    synth = ("cnnvit data synth --out synth.npz --shape 28x28x3 --classes 8 "
+             "--samples 800,100,200 --seed 0")
+    p = _command(sub, "data", _cmd_data, "inspect, download, verify or synthesise datasets",
+                 ["cnnvit data info digits", "cnnvit data fetch bloodmnist --size 28", synth])
     dsub = p.add_subparsers(dest="data_cmd", required=True, parser_class=_Parser)
     for name, text in (("info", "sizes, class balance, shape, task, checksum"),
                        ("fetch", "download a MedMNIST or CIFAR dataset"),
                        ("verify", "check that a dataset's files exist and match their md5")):
-        d = dsub.add_parser(name, help=text, description=text, formatter_class=fmt,
-                            epilog=f"example:\n  cnnvit data {name} bloodmnist --size 64")
+        d = _command(dsub, name, _cmd_data, text, [f"cnnvit data {name} bloodmnist --size 64"])
         d.add_argument("spec")
         d.add_argument("--size", type=int, default=None,
                        help="MedMNIST native size 28|64|128|224")
         d.add_argument("--data-root", default=None)
-    d = dsub.add_parser("synth", help="write a learnable SYNTHETIC npz (tests, benchmarks)",
-                        formatter_class=fmt, epilog="example:\n  cnnvit data synth --out "
-                        "synth.npz --shape 28x28x3 --classes 8 --samples 800,100,200 --seed 0")
+    d = _command(dsub, "synth", _cmd_data, "write a learnable SYNTHETIC npz (tests, benchmarks)",
+                 [synth])
     d.add_argument("--out", required=True)
     d.add_argument("--shape", default="28x28x3")
     d.add_argument("--classes", type=int, default=8)
     d.add_argument("--samples", default="800,100,200", help="train,val,test counts")
     d.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_data)
 
-    p = sub.add_parser("bench", help="training throughput against the machine's peak",
-                       formatter_class=fmt, epilog="example:\n  cnnvit bench --device cpu "
-                       "--output bench.json")
+
+def _bench_parser(sub: Any) -> None:
+    p = _command(sub, "bench", _cmd_bench, "training throughput against the machine's peak",
+                 ["cnnvit bench --device cpu --output bench.json"])
     p.add_argument("--models", default=None, help="comma list of name@size (default: the four "
                    "standard cases)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the results as JSON")
-    p.set_defaults(func=_cmd_bench)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

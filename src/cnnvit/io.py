@@ -1,19 +1,22 @@
-"""Small file helpers: atomic writes so no reader ever sees a half-written file."""
+"""Small file helpers: atomic writes so no reader ever sees a half-written file, and logs."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from cnnvit.errors import CnnvitError
 
-MODES = ("full", "reduced")
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _umask() -> int:
@@ -22,7 +25,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], object],
+                 binary: bool = False) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.
 
     A crash or an exception leaves the previous file (if any) untouched and no temporary file.
@@ -31,8 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
-                       ) as f:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -54,6 +57,21 @@ def atomic_write_csv(df: pd.DataFrame, path: str | Path, **kwargs: Any) -> None:
     atomic_write_text(path, df.to_csv(**kwargs))
 
 
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented, strict JSON (NaN and infinity are refused) atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, default=_plain) + "\n")
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """Parse a JSON object from `path`; a corrupt file is a CnnvitError naming it."""
     try:
@@ -65,11 +83,20 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def run_mode(run_dir: Path, mode: str | None = None) -> str:
-    """A run directory's mode: `mode` if given, else its manifest's, else "full"."""
-    if mode is None:
-        manifest = run_dir / "manifest.json"
-        mode = read_json(manifest).get("mode", "full") if manifest.is_file() else "full"
-    if mode not in MODES:
-        raise CnnvitError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    return str(mode)
+def open_log(path: Path, *, console: bool = True, timestamps: bool = False) -> logging.Logger:
+    """A logger writing plain lines to `path` (with a time stamp when `timestamps`) and, when
+    `console`, to stdout. Calling it again for the same path replaces its handlers."""
+    log = logging.getLogger(f"cnnvit.log.{path}")
+    log.handlers.clear()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s" if timestamps
+                                                else "%(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(file_handler)
+    if console:
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(stream)
+    return log

@@ -7,16 +7,12 @@ serialise with ``json.dumps(..., allow_nan=False)``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
     accuracy_score,
@@ -31,16 +27,12 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import label_binarize
 
-from cnnvit.io import atomic_write_text
-
 __all__ = [
     "TASKS",
     "MetricsWarning",
     "compute",
     "expected_calibration_error",
-    "predictions_frame",
     "validate_inputs",
-    "write_json",
 ]
 
 TASKS = ("multi-class", "binary-class")
@@ -206,15 +198,11 @@ def compute(
     names = [str(c) for c in class_names]
     labels = list(range(k))
     pred = p.argmax(axis=1)
-    notes: list[str] = []
-
-    support = np.bincount(y, minlength=k)
-    absent = [i for i in labels if support[i] == 0]
-    if absent:
-        notes.append(
-            "class(es) absent from y_true (support 0; per-class accuracy and AUC undefined): "
-            + ", ".join(f"{names[i]!r} (index {i})" for i in absent)
-        )
+    absent = [i for i in labels if not np.any(y == i)]
+    notes = [
+        "class(es) absent from y_true (support 0; per-class accuracy and AUC undefined): "
+        + ", ".join(f"{names[i]!r} (index {i})" for i in absent)
+    ] if absent else []
 
     with warnings.catch_warnings():
         # Undefined cases are reported once, by our own MetricsWarning, below.
@@ -228,13 +216,7 @@ def compute(
             "accuracy": _float(accuracy_score(y, pred)),
             "balanced_accuracy": _float(balanced_accuracy_score(y, pred)),
         }
-        for avg in ("macro", "micro"):
-            prec, rec, f1, _ = precision_recall_fscore_support(
-                y, pred, labels=labels, average=avg, zero_division=0
-            )
-            out[f"precision_{avg}"] = _float(prec)
-            out[f"recall_{avg}"] = _float(rec)
-            out[f"f1_{avg}"] = _float(f1)
+        out.update(_averaged(y, pred, k))
         auc_macro, auc_micro, auc_per_class = _aucs(y, p, task, names, notes)
         out["auc_macro"] = auc_macro
         out["auc_micro"] = auc_micro
@@ -244,56 +226,43 @@ def compute(
             out["top2_accuracy"] = _float(top_k_accuracy_score(y, p, k=2, labels=labels))
         out["mcc"] = _float(matthews_corrcoef(y, pred))
         out["kappa"] = _float(cohen_kappa_score(y, pred, labels=labels))
-        prec_c, rec_c, f1_c, sup_c = precision_recall_fscore_support(
-            y, pred, labels=labels, average=None, zero_division=0
-        )
+        out["class_names"] = names
+        out["per_class"] = _per_class(y, pred, names, auc_per_class)
         cm = confusion_matrix(y, pred, labels=labels)
-
-    out["class_names"] = names
-    out["per_class"] = [
-        {
-            "class": names[i],
-            "index": i,
-            "precision": _float(prec_c[i]),
-            "recall": _float(rec_c[i]),
-            "f1": _float(f1_c[i]),
-            "support": int(sup_c[i]),
-            "accuracy": _float(rec_c[i]) if sup_c[i] > 0 else None,
-            "auc": auc_per_class[i],
-        }
-        for i in labels
-    ]
     out["confusion_matrix"] = [[int(v) for v in row] for row in cm]
     for msg in notes:
         warnings.warn(msg, MetricsWarning, stacklevel=2)
     return out
 
 
-def predictions_frame(y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    """One row per sample: columns ``index, label, prediction, prob_0 .. prob_{K-1}``."""
-    y, p = validate_inputs(y_true, probs)
-    frame = pd.DataFrame(
-        {"index": np.arange(len(y), dtype=np.int64), "label": y, "prediction": p.argmax(axis=1)}
+def _averaged(y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, float | None]:
+    """Macro and micro precision, recall and F1 over all `k` classes."""
+    out: dict[str, float | None] = {}
+    for avg in ("macro", "micro"):
+        prec, rec, f1, _ = precision_recall_fscore_support(
+            y, pred, labels=list(range(k)), average=avg, zero_division=0
+        )
+        out |= {f"precision_{avg}": _float(prec), f"recall_{avg}": _float(rec),
+                f"f1_{avg}": _float(f1)}
+    return out
+
+
+def _per_class(y: np.ndarray, pred: np.ndarray, names: list[str],
+               auc: list[float | None]) -> list[dict[str, Any]]:
+    """Precision, recall, F1, support, accuracy (= recall) and AUC of every class."""
+    prec, rec, f1, support = precision_recall_fscore_support(
+        y, pred, labels=list(range(len(names))), average=None, zero_division=0
     )
-    for j in range(p.shape[1]):
-        frame[f"prob_{j}"] = p[:, j]
-    return frame
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
-
-
-def write_json(metrics: dict, path: str | os.PathLike[str]) -> None:
-    """Write ``metrics`` as indented JSON atomically (temp file in the same dir + os.replace).
-
-    NaN/inf are rejected (``allow_nan=False``) so the file is strict JSON.
-    """
-    text = json.dumps(metrics, indent=2, allow_nan=False, default=_json_default) + "\n"
-    atomic_write_text(path, text)
+    return [
+        {
+            "class": name,
+            "index": i,
+            "precision": _float(prec[i]),
+            "recall": _float(rec[i]),
+            "f1": _float(f1[i]),
+            "support": int(support[i]),
+            "accuracy": _float(rec[i]) if support[i] > 0 else None,
+            "auc": auc[i],
+        }
+        for i, name in enumerate(names)
+    ]

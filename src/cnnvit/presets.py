@@ -13,8 +13,9 @@ A preset file (see `configs/*.yaml`, copied into the package) has these keys:
       common: {...}
       models: {name: {...}}
 
-`extend` is a second training phase run as a resume of the finished first phase (study 003's
-40 → 60 epoch ViT extension).
+`extend` is a second training phase run as a resume of the finished first phase (the 40 → 60
+epoch ViT extension of the CIFAR-10 ResNet-18 vs ViT study). The shipped presets follow
+published recipes; docs/recipes.md names each source and what every preset takes from it.
 """
 
 from __future__ import annotations

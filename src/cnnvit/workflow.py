@@ -9,7 +9,6 @@ finished models are kept (unless `force`), interrupted ones resume from their la
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import shutil
@@ -25,40 +24,20 @@ from typing import Any
 
 import torch
 
-from cnnvit import __version__, config, data
+from cnnvit import __version__, data, fmt
 from cnnvit.config import Config
 from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.runtime import resolve_device
-from cnnvit.engine.setup import load_data
-from cnnvit.engine.train import fit
+from cnnvit.engine.setup import load_config, load_data
+from cnnvit.engine.train import fit, remaining_phases
 from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_text
+from cnnvit.io import atomic_write_text, open_log, read_json
 from cnnvit.presets import ModelPlan, Preset
+from cnnvit.rundir import ModelDir, RunDir
 
 
 def _stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(seconds: float) -> str:
-    minutes, sec = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min {sec:04.1f} s"
-    return f"{minutes} min {sec:04.1f} s" if minutes else f"{sec:.1f} s"
-
-
-def _logger(path: Path) -> logging.Logger:
-    log = logging.getLogger(f"cnnvit.run.{path}")
-    log.handlers.clear()
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for handler in (logging.FileHandler(path, encoding="utf-8"),
-                    logging.StreamHandler(sys.stdout)):
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-    return log
 
 
 def _versions() -> dict[str, str | None]:
@@ -111,15 +90,19 @@ class Study:
                  explain_options: dict[str, Any] | None = None) -> None:
         self.preset = preset
         self.mode = "reduced" if reduced else "full"
-        self.root = Path(out) / "reduced" if reduced else Path(out)
+        self.run_dir = RunDir.for_mode(out, self.mode)
+        self.root = self.run_dir.root
         self.force = force
         self.explain = explain
         self.explain_options = explain_options or {}
         self.quiet = quiet
         self.root.mkdir(parents=True, exist_ok=True)
         started = datetime.now()
-        self.log = _logger(self.root / "logs" / f"run_{started:%Y%m%d_%H%M%S}.log")
-        old = self._read_manifest()
+        self.log = open_log(self.run_dir.log_file(started))
+        try:
+            old = self.run_dir.read_manifest()
+        except CnnvitError:  # a damaged manifest is rewritten below
+            old = {}
         self.manifest: dict[str, Any] = {
             "cnnvit_version": __version__, "git_commit": _git_commit(),
             "versions": _versions(), "preset": preset.name, "description": preset.description,
@@ -128,16 +111,8 @@ class Study:
             "stages": {}, "models": {}, "runs": old.get("runs", 0) + 1}
         self._datasets: dict[tuple, data.Dataset] = {}
 
-    def _read_manifest(self) -> dict[str, Any]:
-        path = self.root / "manifest.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
     def _write_manifest(self) -> None:
-        atomic_write_text(self.root / "manifest.json", json.dumps(self.manifest, indent=2,
-                                                                  default=str))
+        self.run_dir.write_manifest(self.manifest)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -154,22 +129,21 @@ class Study:
             raise
         seconds = time.perf_counter() - t0
         end = _stamp()
-        self.log.info(f"[{end}] stage {name}: done in {_duration(seconds)}")
+        self.log.info(f"[{end}] stage {name}: done in {fmt.seconds(seconds)}")
         self.manifest["stages"][name] = {"start": start, "end": end,
                                          "seconds": round(seconds, 3)}
         self._write_manifest()
 
     # -- the stages -------------------------------------------------------------------------
 
-    def model_dirs(self) -> list[tuple[ModelPlan, int, Path]]:
+    def model_dirs(self) -> list[tuple[ModelPlan, int, ModelDir]]:
         """(plan, seed, directory) for every model × seed."""
         several = len(self.preset.seeds) > 1
-        return [(plan, seed, self.root / "models" / plan.name /
-                 (f"seed_{seed}" if several else ""))
+        return [(plan, seed, self.run_dir.model_dir(plan.name, seed if several else None))
                 for plan in self.preset.models for seed in self.preset.seeds]
 
-    def config_for(self, plan: ModelPlan, seed: int, model_dir: Path) -> Config:
-        return config.load(None, {**plan.overrides, "seed": seed, "out": str(model_dir)})
+    def config_for(self, plan: ModelPlan, seed: int, model_dir: ModelDir) -> Config:
+        return load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path)})
 
     def _dataset(self, cfg: Config) -> data.Dataset:
         key = (cfg.dataset, cfg.data_size, cfg.image_size, cfg.data_root)
@@ -199,43 +173,36 @@ class Study:
     def stage_train(self) -> None:
         for plan, seed, model_dir in self.model_dirs():
             cfg = self.config_for(plan, seed, model_dir)
-            target = cfg.replace(**plan.extend) if plan.extend else cfg
+            extension = cfg.replace(**plan.extend) if plan.extend else None
             label = f"{plan.name}" + (f" seed {seed}" if len(self.preset.seeds) > 1 else "")
-            if self.force and model_dir.exists():
-                shutil.rmtree(model_dir)
-            saved_epochs = (config.from_model_dir(model_dir)[0].epochs
-                            if (model_dir / "config.yaml").is_file() else None)
-            finished = (model_dir / "summary.json").is_file()  # fit removes it when it starts
-            in_extension = bool(plan.extend) and saved_epochs == target.epochs
-            if finished and (not plan.extend or in_extension):
-                self.log.info(f"  {label}: already trained ({model_dir}); --force retrains")
+            if self.force and model_dir.path.exists():
+                shutil.rmtree(model_dir.path)
+            phases = remaining_phases(cfg, resume=True, extension=extension)
+            if not phases:
+                self.log.info(f"  {label}: already trained ({model_dir.path}); --force retrains")
             else:
                 t0 = time.perf_counter()
                 self.log.info(f"  [{_stamp()}] {label}: training {cfg.model}")
-                ds = self._dataset(cfg)
-                if not in_extension and not finished:
-                    last = model_dir / "checkpoints" / "last.pt"
-                    fit(cfg, resume=last.is_file(), quiet=self.quiet, dataset=ds)
-                if plan.extend:
-                    self.log.info(f"  {label}: extension phase to {target.epochs} epochs at lr "
-                                  f"{target.lr:g} (a resume of the finished run)")
-                    fit(target, resume=True, quiet=self.quiet, dataset=ds)
+                if extension is not None and phases[-1] is extension:
+                    self.log.info(f"  {label}: then an extension phase to {extension.epochs} "
+                                  f"epochs at lr {extension.lr:g} (a resume of the finished run)")
+                fit(cfg, resume=True, extension=extension, quiet=self.quiet,
+                    dataset=self._dataset(cfg))
                 self.log.info(f"  [{_stamp()}] {label}: trained in "
-                              f"{_duration(time.perf_counter() - t0)}")
-            saved, resolved = config.from_model_dir(model_dir)
-            self.manifest["models"][str(model_dir.relative_to(self.root))] = {
+                              f"{fmt.seconds(time.perf_counter() - t0)}")
+            saved, resolved = model_dir.read_config()
+            self.manifest["models"][str(model_dir.path.relative_to(self.root))] = {
                 "config": saved.to_dict(), "resolved": resolved}
             self._write_manifest()
 
     def stage_evaluate(self) -> None:
         for _plan, _seed, model_dir in self.model_dirs():
-            missing = [s for s in ("val", "test")
-                       if not (model_dir / f"metrics_{s}.json").is_file()]
+            missing = [s for s in ("val", "test") if not model_dir.metrics(s).is_file()]
             if missing:
-                evaluate_dir(model_dir, tuple(missing))
-            test = json.loads((model_dir / "metrics_test.json").read_text())
+                evaluate_dir(model_dir.path, tuple(missing))
+            test = read_json(model_dir.metrics("test"))
             auc = "n/a" if test["auc_macro"] is None else f"{test['auc_macro']:.4f}"
-            self.log.info(f"  {model_dir.relative_to(self.root)}: test accuracy "
+            self.log.info(f"  {model_dir.path.relative_to(self.root)}: test accuracy "
                           f"{test['accuracy']:.4f}, macro-F1 {test['f1_macro']:.4f}, macro-AUC "
                           f"{auc}, loss {test['loss']:.4f}")
 
@@ -249,13 +216,12 @@ class Study:
         except ValueError:
             return False
         made = stamp.stat().st_mtime
-        return all((d / "checkpoints" / "best.pt").stat().st_mtime < made
-                   for _, _, d in self.model_dirs())
+        return all(d.checkpoint("best").stat().st_mtime < made for _, _, d in self.model_dirs())
 
     def stage_explain(self) -> None:
         from cnnvit.explain.stage import explain_run
 
-        stamp = self.root / "explain" / "options.json"
+        stamp = self.run_dir.explain / "options.json"
         if self._explain_is_current(stamp):
             self.log.info(f"  explanations up to date ({stamp.parent}); --force recomputes")
             return
@@ -290,5 +256,5 @@ class Study:
         self.manifest["finished"] = datetime.now().isoformat(timespec="seconds")
         self.manifest["total_seconds"] = round(total, 3)
         self._write_manifest()
-        self.log.info(f"[{_stamp()}] total: {_duration(total)} → {self.root}")
+        self.log.info(f"[{_stamp()}] total: {fmt.seconds(total)} → {self.root}")
         return self.root

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cnnvit.compare import collect, summary, tables
 from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_csv, atomic_write_text, run_mode
+from cnnvit.io import atomic_write_csv, atomic_write_text
+from cnnvit.rundir import RunDir
 
 __all__ = ["compare"]
 
@@ -25,17 +26,17 @@ def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
     `mode` ("full" or "reduced") defaults to the manifest's, else "full". With seeded models
     (`seed_<n>/` dirs) also writes seed_summary.csv; otherwise a stale one is removed.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnvitError(f"{run_dir}: no such run directory; run `cnnvit run --out {run_dir}` "
-                          "first")
-    runs = collect.discover(run_dir)
-    mode = run_mode(run_dir, mode)
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise CnnvitError(f"{run.root}: no such run directory; run `cnnvit run --out "
+                          f"{run.root}` first")
+    runs = collect.discover(run)
+    mode = run.mode(mode)
     metrics = tables.metric_columns(runs)
     final = tables.final_comparison(runs, mode, metrics)
     per_class = tables.per_class(runs)
 
-    results = run_dir / "results"
+    results = run.results
     frames = {"final_comparison": final, "per_class": per_class,
               "per_class_accuracy": tables.per_class_accuracy(per_class)}
     seed_path = results / "seed_summary.csv"
@@ -49,7 +50,7 @@ def compare(run_dir: str | Path, *, mode: str | None = None) -> dict[str, Path]:
         # every table says which mode made it, so reduced numbers are never mistaken for full
         atomic_write_csv(df if "mode" in df else df.assign(mode=mode), written[name])
     written["summary"] = results / "summary.md"
-    text = summary.render(final, mode, collect.read_explain_csv(run_dir, "faithfulness.csv"),
-                          collect.read_explain_csv(run_dir, "sanity.csv"))
+    text = summary.render(final, mode, collect.read_explain_csv(run, "faithfulness.csv"),
+                          collect.read_explain_csv(run, "sanity.csv"))
     atomic_write_text(written["summary"], text)
     return written

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from cnnvit.compare import fmt
+from cnnvit import fmt
 from cnnvit.compare.tables import COST_COLUMNS
 
 MODE_LABELS = {"full": "full mode",

@@ -32,31 +32,20 @@ def metric_columns(runs: list[ModelRun]) -> list[str]:
     return [*CORE_METRICS, *extra]
 
 
-def _family(architecture: str) -> str:
-    from cnnvit.models import family  # imports torch; only needed here
-
-    try:
-        return family(architecture)
-    except Exception:  # an unknown or unimportable architecture has no family
-        return ""
-
-
 def final_comparison(runs: list[ModelRun], mode: str, metrics: list[str]) -> pd.DataFrame:
     """One row per model × seed × split; test rows are the primary ones."""
-    families: dict[str, str] = {}
     rows = []
     for run in runs:
         for split in SPLITS:
             m = run.metrics[split]
-            arch = str(m.get("model") or run.summary.get("model") or run.name)
-            families.setdefault(arch, _family(arch))
+            arch = str(run.summary.get("architecture") or m.get("model") or run.name)
             row: dict[str, Any] = {"model": run.name, "seed": run.seed, "split": split,
                                    "primary": split == "test", "mode": mode}
             row.update({k: m.get(k) for k in metrics})
             row.update({k: run.summary.get(k) for k in COST_COLUMNS})
             if m.get("eval_images_per_s") is not None:  # measured on this very split
                 row["eval_images_per_s"] = m["eval_images_per_s"]
-            row.update({"architecture": arch, "family": families[arch],
+            row.update({"architecture": arch, "family": run.summary.get("family", ""),
                         "dataset": m.get("dataset", run.summary.get("dataset")),
                         "synthetic": bool(m.get("synthetic", False)), "n": m.get("n")})
             rows.append(row)

@@ -20,16 +20,14 @@ __all__ = ["SPLITS", "Dataset", "DatasetInfo", "Split", "describe", "fetch", "lo
 
 
 def load(spec: str, *, size: int | None = None, root: str | None = None,
-         download: bool = False, seed: int = 0) -> Dataset:
+         download: bool = False) -> Dataset:
     """Load the dataset named by `spec`.
 
     size: MedMNIST native file size 28|64|128|224 (None = 28); other sources have one native
     size and ignore it. root: data directory (default $CNNVIT_DATA, else the source's default).
-    download: fetch missing MedMNIST/CIFAR files. seed: accepted so callers can pass their run
-    seed, but it never changes a split: carved splits use a fixed seed so every run compares
-    on the same data.
+    download: fetch missing MedMNIST/CIFAR files. Carved splits use a fixed seed, never the
+    run's, so every run compares on the same data.
     """
-    del seed  # splits are fixed on purpose (see docstring)
     kind, arg = parse_spec(spec)
     if kind == "digits":
         return digits.load(spec)

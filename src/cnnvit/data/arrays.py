@@ -6,8 +6,7 @@ import numpy as np
 
 from cnnvit.data.types import SPLITS, Split
 from cnnvit.errors import DataError
-
-TASKS = ("multi-class", "binary-class")
+from cnnvit.metrics import TASKS
 
 
 def to_images(images: np.ndarray, where: str) -> np.ndarray:

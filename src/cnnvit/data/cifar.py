@@ -3,38 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnvit.data import checksum, split
 from cnnvit.data.arrays import build_splits
+from cnnvit.data.download import explained_failure
 from cnnvit.data.spec import resolve_root
 from cnnvit.data.types import Dataset, DatasetInfo
 from cnnvit.errors import DataError
+
+if TYPE_CHECKING:  # torchvision is imported lazily; CIFAR100 subclasses CIFAR10
+    from torchvision.datasets import CIFAR10
 
 CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 DEFAULT_ROOT = Path("~/.cache/cnnvit")
 VAL_FRACTION = 10  # val = 1/10 of the official train set: 5000 images for CIFAR-10 and -100
 
 
-def _dataset_class(name: str) -> type:
+def _dataset_class(name: str) -> type[CIFAR10]:
     import torchvision.datasets
 
     return getattr(torchvision.datasets, CLASSES[name])
 
 
-def _missing_message(name: str, cls: type, directory: Path) -> str:
+def _missing_message(name: str, cls: type[CIFAR10], directory: Path) -> str:
     return (f"{cls.filename} not found in {directory} (nor its extracted folder "
             f"{cls.base_folder}): download {cls.url} (md5 {cls.tgz_md5}) into {directory}, "
             f"or run `cnnvit data fetch {name}` (or add --download) to download it")
 
 
-def _corrupt_message(name: str, cls: type, directory: Path, detail: str) -> str:
+def _corrupt_message(name: str, cls: type[CIFAR10], directory: Path, detail: str) -> str:
     return (f"{directory / cls.base_folder} failed torchvision's checksum check ({detail}); "
             f"delete that folder and run `cnnvit data fetch {name}`")
 
 
-def _intact(cls: type, directory: Path) -> bool:
+def _intact(cls: type[CIFAR10], directory: Path) -> bool:
     """torchvision's own per-file md5 check of the extracted folder, metadata included."""
     from torchvision.datasets.utils import check_integrity
 
@@ -42,7 +47,7 @@ def _intact(cls: type, directory: Path) -> bool:
     return all(check_integrity(str(directory / cls.base_folder / f), md5) for f, md5 in files)
 
 
-def _prepare(name: str, root: str | None, download: bool) -> tuple[type, Path]:
+def _prepare(name: str, root: str | None, download: bool) -> tuple[type[CIFAR10], Path]:
     """Make the extracted folder exist: extract a present archive, or download when asked."""
     from torchvision.datasets.utils import download_and_extract_archive, extract_archive
 
@@ -57,14 +62,9 @@ def _prepare(name: str, root: str | None, download: bool) -> tuple[type, Path]:
                             f"or another version; delete it and run `cnnvit data fetch {name}`")
         extract_archive(str(archive), str(directory))
     elif download:
-        try:
+        with explained_failure(archive, _missing_message(name, cls, directory)):
             download_and_extract_archive(cls.url, str(directory), filename=cls.filename,
                                          md5=cls.tgz_md5)
-        except Exception as e:  # network, HTTP, disk or checksum: the user's choice is the same
-            archive.unlink(missing_ok=True)  # never leave a partial archive behind
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise DataError(f"download of {cls.filename} failed ({reason}); "
-                            f"{_missing_message(name, cls, directory)}") from e
     else:
         raise DataError(_missing_message(name, cls, directory))
     return cls, directory

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnvit.data import checksum, npz
-from cnnvit.data.arrays import TASKS, build_splits
+from cnnvit.data.arrays import build_splits
+from cnnvit.data.download import explained_failure
 from cnnvit.data.spec import resolve_root
 from cnnvit.data.types import Dataset, DatasetInfo
 from cnnvit.errors import DataError
+from cnnvit.metrics import TASKS
 
 SIZES = (28, 64, 128, 224)
 
@@ -94,12 +96,8 @@ def download_file(r: Remote) -> None:
     """Download the file with torchvision's `download_url` (MedMNIST's own download path)."""
     from torchvision.datasets.utils import download_url
 
-    try:
+    with explained_failure(r.path, r.missing_message()):
         download_url(r.url, str(r.directory), filename=r.filename, md5=r.md5)
-    except Exception as e:  # network, HTTP, disk or checksum: all leave the user the same choice
-        r.path.unlink(missing_ok=True)  # never leave a partial file behind
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(f"download of {r.filename} failed ({reason}); {r.missing_message()}") from e
 
 
 def fetch(flag: str, size: int | None, root: str | None) -> list[Path]:

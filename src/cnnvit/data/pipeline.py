@@ -16,8 +16,6 @@ import torch.nn.functional as F
 from cnnvit.config import Config
 from cnnvit.data.types import Split
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _POLICY_CHUNK = 16  # AutoAugment/RandAugment draw one op per chunk of this many images
 
 
@@ -159,8 +157,8 @@ class BatchPipeline:
         """uint8 batch → augmented (if training), normalised float batch on the device."""
         if not self.cached:
             x = resize_uint8(x, self.image_size, self.resize_mode)
-        aug = self.augment if gen is not None else None
-        if aug is not None:
+        aug = self.augment
+        if aug is not None and gen is not None:  # augment only with a generator
             if aug.crop_padding > 0:
                 x = _random_crop(x, aug.crop_padding, gen)
             if aug.hflip:
@@ -170,7 +168,7 @@ class BatchPipeline:
             if aug.autoaugment != "none" or aug.randaugment_n > 0:
                 x = _policy(x, aug, gen)
         y = (x.float().div_(255.0) - self.mean) / self.std
-        if aug is not None and aug.random_erasing > 0:
+        if aug is not None and gen is not None and aug.random_erasing > 0:
             y = _random_erasing(y, aug.random_erasing, gen)
         if self.channels_last:
             y = y.contiguous(memory_format=torch.channels_last)

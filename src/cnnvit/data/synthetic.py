@@ -44,7 +44,9 @@ def write_synthetic(path: str | os.PathLike, shape: tuple[int, int, int] = (28, 
         arrays[f"{name}_images"] = images[..., 0] if channels == 1 else images
         arrays[f"{name}_labels"] = labels.reshape(-1, 1)
     out = Path(path)
-    atomic_write(out, lambda f: np.savez(f, **arrays), binary=True)
+    # allow_pickle=True is np.savez's default, named so that type checkers do not match
+    # **arrays against that bool parameter
+    atomic_write(out, lambda f: np.savez(f, allow_pickle=True, **arrays), binary=True)
     return out
 
 

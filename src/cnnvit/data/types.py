@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,9 +47,6 @@ class DatasetInfo:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from cnnvit import config as config_mod
 from cnnvit import metrics
 from cnnvit.checkpoint import load_checkpoint
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
 from cnnvit.engine.runtime import amp_dtype, autocast
 from cnnvit.engine.setup import Setup, prepare
-from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_csv
+from cnnvit.io import atomic_write_csv, atomic_write_json
+from cnnvit.rundir import ModelDir
 
 
 @torch.no_grad()
@@ -41,7 +41,17 @@ def predict(model: torch.nn.Module, pipe: BatchPipeline, batch_size: int,
     return probs, len(pipe) / max(seconds, 1e-9)
 
 
-def evaluate_split(model: torch.nn.Module, setup: Setup, split: str, out_dir: Path,
+def predictions_frame(y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """One row per sample: columns ``index, label, prediction, prob_0 .. prob_{K-1}``."""
+    y, p = metrics.validate_inputs(y_true, probs)
+    frame = pd.DataFrame(
+        {"index": np.arange(len(y), dtype=np.int64), "label": y, "prediction": p.argmax(axis=1)})
+    for j in range(p.shape[1]):
+        frame[f"prob_{j}"] = p[:, j]
+    return frame
+
+
+def evaluate_split(model: torch.nn.Module, setup: Setup, split: str, out: ModelDir,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate on one split and write metrics_<split>.json and predictions_<split>.csv."""
     cfg = setup.cfg
@@ -52,23 +62,19 @@ def evaluate_split(model: torch.nn.Module, setup: Setup, split: str, out_dir: Pa
     result.update({"split": split, "model": cfg.model, "dataset": cfg.dataset,
                    "synthetic": setup.info.synthetic, "eval_images_per_s": round(img_s, 1)})
     result.update(extra or {})
-    metrics.write_json(result, out_dir / f"metrics_{split}.json")
-    atomic_write_csv(metrics.predictions_frame(y, probs), out_dir / f"predictions_{split}.csv")
+    atomic_write_json(out.metrics(split), result)
+    atomic_write_csv(predictions_frame(y, probs), out.predictions(split))
     return result
 
 
 def load_model(model_dir: str | Path, checkpoint: str = "best", device: str | None = None,
                dataset: Dataset | None = None) -> tuple[Setup, torch.nn.Module, dict[str, Any]]:
     """Rebuild a trained model from its directory: (setup, model in eval mode, checkpoint)."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.yaml").is_file():
-        raise CnnvitError(f"{model_dir} is not a cnnvit model directory (no config.yaml); "
-                          "pass the --out directory of `cnnvit train`")
-    cfg, _ = config_mod.from_model_dir(model_dir)
+    cfg, _ = ModelDir(model_dir).read_config()
     if device is not None:
         cfg = cfg.replace(device=device)
     setup = prepare(cfg, dataset)
-    ckpt = load_checkpoint(model_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu")
+    ckpt = load_checkpoint(ModelDir(model_dir).checkpoint(checkpoint), map_location="cpu")
     model = setup.build_model(pretrained=False, weights=None)
     model.load_state_dict(ckpt["model"])
     return setup, model.eval(), ckpt
@@ -79,4 +85,4 @@ def evaluate_dir(model_dir: str | Path, splits: tuple[str, ...] = ("val", "test"
     """Re-evaluate a trained model directory from its config.yaml and checkpoint."""
     setup, model, ckpt = load_model(model_dir, checkpoint, device)
     extra = {"checkpoint": checkpoint, "epoch": int(ckpt.get("epoch", 0))}
-    return {s: evaluate_split(model, setup, s, Path(model_dir), extra) for s in splits}
+    return {s: evaluate_split(model, setup, s, ModelDir(model_dir), extra) for s in splits}

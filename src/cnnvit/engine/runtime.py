@@ -70,9 +70,14 @@ def configure(threads: int, deterministic: bool) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's random draws, derived from (seed, epoch), so a resumed run draws
+    exactly what an uninterrupted run would have drawn."""
+    return seed * 100_003 + epoch
+
+
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator for one epoch's permutation and augmentation, derived from (seed, epoch),
-    so a resumed run draws exactly what an uninterrupted run would have drawn."""
+    """The generator for one epoch's permutation and augmentation on `device`."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed * 100_003 + epoch)
+    gen.manual_seed(epoch_seed(seed, epoch))
     return gen

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from cnnvit import data, models
+from cnnvit import config, data, models
 from cnnvit.config import Config
-from cnnvit.data.pipeline import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchPipeline,
-    channel_stats,
-)
-from cnnvit.data.types import Dataset
+from cnnvit.data.medmnist_source import SIZES as MEDMNIST_SIZES
+from cnnvit.data.pipeline import BatchPipeline, channel_stats
+from cnnvit.data.types import Dataset, Split
 from cnnvit.engine.runtime import resolve_device
-
-MEDMNIST_SIZES = (28, 64, 128, 224)
+from cnnvit.errors import CnnvitError
 
 
 @dataclass
@@ -35,10 +32,11 @@ class Setup:
     def info(self):
         return self.dataset.info
 
-    def pipeline(self, split: str, train: bool = False) -> BatchPipeline:
-        """The on-device batch pipeline of one split (augmented only when `train`)."""
+    def pipeline(self, split: str | Split, train: bool = False) -> BatchPipeline:
+        """The on-device batch pipeline of a split, by name or given (augmented when `train`)."""
         cfg = self.cfg
-        return BatchPipeline(self.dataset[split], device=self.device, image_size=self.image_size,
+        images = self.dataset[split] if isinstance(split, str) else split
+        return BatchPipeline(images, device=self.device, image_size=self.image_size,
                              mean=self.mean, std=self.std, resize_mode=cfg.resize_mode,
                              augment=cfg if train else None, channels_last=self._channels_last(),
                              cache_bytes=cache_budget(self.device))
@@ -96,28 +94,32 @@ def data_size(cfg: Config) -> int | None:
 def normalization(cfg: Config, ds: Dataset) -> tuple[list[float], list[float]]:
     """Input mean/std: ImageNet statistics for pretrained weights, else the train split's."""
     mode = cfg.normalize
-    channels = ds.info.channels
-    if mode == "auto":
-        stats = models.input_normalization(cfg.model, cfg.pretrained or cfg.weights is not None)
-        if stats is not None and (cfg.pretrained or cfg.weights is not None):
-            mean, std = list(stats[0]), list(stats[1])
-        else:
-            return channel_stats(ds["train"])
-    elif mode == "dataset":
+    with_weights = cfg.pretrained or cfg.weights is not None
+    published = models.input_normalization(cfg.model, with_weights) if mode == "auto" else None
+    if mode == "dataset" or (mode == "auto" and published is None):
         return channel_stats(ds["train"])
+    if published is not None:
+        mean, std = published
     elif mode == "half":
-        mean, std = [0.5] * 3, [0.5] * 3
+        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     else:
-        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-    if channels == 1:  # a grey input seen by RGB-trained weights: the mean of the three
-        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
-    return [float(v) for v in mean], [float(v) for v in std]
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    return fit_channels(mean, ds.info.channels), fit_channels(std, ds.info.channels)
+
+
+def fit_channels(values: tuple[float, ...], channels: int) -> list[float]:
+    """RGB statistics for `channels` inputs: their mean for grey images (as input convs are
+    adapted), repeated cyclically for more channels."""
+    values = tuple(float(v) for v in values)
+    if channels == 1:
+        return [sum(values) / len(values)]
+    return [values[i % len(values)] for i in range(channels)]
 
 
 def load_data(cfg: Config) -> Dataset:
     """The dataset `cfg` names (MedMNIST: the native file `data_size` selects)."""
     return data.load(cfg.dataset, size=data_size(cfg), root=cfg.data_root,
-                     download=cfg.download, seed=cfg.seed)
+                     download=cfg.download)
 
 
 def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
@@ -128,3 +130,16 @@ def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
     image_size = cfg.image_size or ds.info.image_size
     mean, std = normalization(cfg, ds)
     return Setup(cfg=cfg, dataset=ds, device=device, image_size=image_size, mean=mean, std=std)
+
+
+def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """`config.load` with the model family's default recipe (`config.FAMILY_DEFAULTS`) for the
+    keys neither the file nor the overrides set."""
+    return config.load(path, overrides, family=_family_or_none)
+
+
+def _family_or_none(name: str) -> str | None:
+    try:
+        return models.family(name)
+    except CnnvitError:  # an unknown model name is reported when the model is built
+        return None

@@ -1,19 +1,21 @@
-"""`fit`: train one model into a model directory (see DESIGN.md for the layout).
+"""`fit`: train one model into a model directory (its layout: `cnnvit.rundir.ModelDir`).
 
 Per epoch: a seeded permutation of the on-device training split, batched augmentation, one
 optimizer step per batch, validation metrics, `history.csv`, `checkpoints/last.pt`, and
 `checkpoints/best.pt` when the selection metric improves. At the end the best checkpoint is
-evaluated on val and test. `resume=True` continues from `last.pt`.
+evaluated on val and test and `summary.json` is written. `fit` alone decides whether a model
+directory is started, resumed, extended or left alone (`remaining_phases`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cnnvit import __version__, metrics, models
-from cnnvit import config as config_mod
+from cnnvit import __version__, config, metrics, models
 from cnnvit.checkpoint import load_checkpoint, save_checkpoint
 from cnnvit.config import Config
+from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
 from cnnvit.engine.evaluate import evaluate_split, predict
 from cnnvit.engine.flops import flops_per_image
@@ -34,11 +36,13 @@ from cnnvit.engine.runtime import (
     autocast,
     configure,
     epoch_generator,
+    epoch_seed,
     seed_everything,
 )
 from cnnvit.engine.setup import Setup, prepare
 from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_csv, atomic_write_text
+from cnnvit.io import atomic_write_csv, open_log
+from cnnvit.rundir import ModelDir
 
 # Keys a resumed run may change; anything else must match the interrupted run.
 RESUMABLE_KEYS = {"epochs", "lr", "patience", "max_minutes", "device", "out", "threads",
@@ -46,34 +50,110 @@ RESUMABLE_KEYS = {"epochs", "lr", "patience", "max_minutes", "device", "out", "t
 LOWER_IS_BETTER = {"loss"}
 
 
-def _logger(path: Path, quiet: bool) -> logging.Logger:
-    log = logging.getLogger(f"cnnvit.train.{path}")
-    log.handlers.clear()
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = logging.FileHandler(path, encoding="utf-8")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    log.addHandler(fh)
-    if not quiet:
-        sh = logging.StreamHandler(sys.stdout)
-        sh.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(sh)
-    return log
+@dataclass
+class Progress:
+    """Where training stands; saved in every last.pt, so a resumed run continues exactly."""
+
+    epoch: int = 0                 # epochs done
+    phase_start: int = 0           # first epoch of the current schedule (an extension restarts it)
+    best_score: float | None = None
+    best_epoch: int = 0
+    stale: int = 0                 # epochs since the selection metric last improved
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _better(score: float, best: float | None, metric: str) -> bool:
-    if best is None:
-        return True
-    return score < best if metric in LOWER_IS_BETTER else score > best
+@dataclass
+class Run:
+    """What one training phase works with, built once by `_open`."""
+
+    cfg: Config
+    out: ModelDir
+    setup: Setup
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None
+    log: logging.Logger
+    resolved: dict[str, Any]
+    memory: MemoryPeak
+    train: BatchPipeline
+    val: BatchPipeline
 
 
-def _score(result: dict[str, Any], metric: str) -> float:
-    value = result.get(metric)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        # e.g. AUC undefined on a one-class val split: fall back to a defined metric
-        value = result["loss"] if metric in LOWER_IS_BETTER else result["accuracy"]
-    return float(value)
+def remaining_phases(cfg: Config, resume: bool = False,
+                     extension: Config | None = None) -> list[Config]:
+    """The training phases still to run in `cfg.out`, in order: [] when it is finished.
+
+    `extension` is a second phase (more epochs, a new lr) run as a resume of the finished
+    first one. Without a `last.pt` everything starts from scratch; with one, `resume` must be
+    set, the phases must differ from the saved run only in `RESUMABLE_KEYS`, and the saved run
+    continues in the phase whose epochs and lr it was started with (a saved run asked for other
+    epochs or lr is extended).
+    """
+    out = ModelDir(cfg.out)
+    phases = [cfg] if extension is None else [cfg, extension]
+    if not out.checkpoint("last").is_file():
+        return phases
+    if not resume:
+        raise CnnvitError(f"{out.path} already holds a trained model; pass --resume to continue "
+                          "it or choose another --out")
+    saved, _ = out.read_config()
+    for phase in phases:
+        _check_resume(phase, saved.to_dict())
+    for i, phase in enumerate(phases):
+        if (phase.epochs, phase.lr) == (saved.epochs, saved.lr):
+            return phases[i + 1:] if out.finished else phases[i:]
+    return phases
+
+
+def resume_config(out: str, overrides: dict[str, Any]) -> Config | None:
+    """The config to resume `out` with: its saved config with `overrides` on top (None when
+    `out` holds no model yet)."""
+    model_dir = ModelDir(out)
+    if not model_dir.config.is_file():
+        return None
+    saved, _ = model_dir.read_config()
+    return config.apply_overrides(saved, overrides)
+
+
+def fit(cfg: Config, *, resume: bool = False, extension: Config | None = None,
+        quiet: bool = False, dataset: Dataset | None = None) -> Path:
+    """Train `cfg.model` on `cfg.dataset` into `cfg.out` (then `extension`, if given); returns
+    the model directory. `dataset`: the already loaded data `cfg.dataset` names."""
+    for phase in remaining_phases(cfg, resume, extension):
+        _fit_phase(phase, quiet, dataset)
+    return Path(cfg.out)
+
+
+def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None) -> None:
+    """One training phase, from scratch or from `last.pt`, to `summary.json`."""
+    out = ModelDir(cfg.out)
+    state = load_checkpoint(out.checkpoint("last")) if out.checkpoint("last").is_file() else None
+    out.summary.unlink(missing_ok=True)  # present only once training has finished
+    run = _open(cfg, out, state, quiet, dataset)
+    progress = _restore(run, state) if state is not None else _start(run)
+    train_model: Callable[..., Any] = torch.compile(run.model) if cfg.compile else run.model
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    stop_reason = "finished"
+    for epoch in range(progress.epoch, cfg.epochs):
+        if progress.stale and cfg.patience and progress.stale >= cfg.patience:
+            stop_reason = f"early stop: {progress.stale} epochs without improvement"
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
+            break
+        train, cut_short = _train_epoch(run, train_model, epoch, progress.phase_start,
+                                        deadline, quiet)
+        val = _validate(run)
+        score = _score(val, cfg.selection_metric)
+        improved = _record(progress, epoch, train, val, score, cfg.selection_metric)
+        _save_checkpoints(run, progress, improved, score)
+        _log_epoch(run, progress.history[-1])
+        if cut_short:
+            stop_reason = f"time budget of {cfg.max_minutes:g} min reached mid-epoch"
+            break
+    _finish(run, progress, stop_reason)
 
 
 def _check_resume(cfg: Config, saved: dict[str, Any]) -> None:
@@ -86,7 +166,60 @@ def _check_resume(cfg: Config, saved: dict[str, Any]) -> None:
                           "use a new --out to train a different configuration")
 
 
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
+          dataset: Dataset | None) -> Run:
+    """Seed, load the data, build the model and optimizer, write config.yaml."""
+    configure(cfg.threads, cfg.deterministic)
+    seed_everything(cfg.seed)
+    setup = prepare(cfg, dataset)
+    memory = MemoryPeak(setup.device)
+    # A resumed run loads its own weights from the checkpoint: no pretrained download needed.
+    model = setup.build_model(pretrained=False, weights=None) if state else setup.build_model()
+    log = open_log(out.log, console=not quiet, timestamps=True)  # now: bad input leaves no file
+    resolved = setup.resolved() | {
+        "parameters": models.count_parameters(model), "family": models.family(model),
+        "cnnvit_version": __version__, "torch_version": str(torch.__version__),
+        "weights_report": getattr(model, "cnnvit_weights_report", None),
+        "flops_per_image": (state["resolved"].get("flops_per_image") if state else
+                            flops_per_image(model, setup.info.channels, setup.image_size))}
+    out.write_config(cfg, resolved)
+    dtype = amp_dtype(cfg.amp, setup.device)
+    return Run(cfg, out, setup, model, build_optimizer(model, cfg),
+               torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), dtype, log,
+               resolved, memory, setup.pipeline("train", train=True), setup.pipeline("val"))
+
+
+def _start(run: Run) -> Progress:
+    info, cfg = run.setup.info, run.cfg
+    run.log.info(f"training {cfg.model} ({run.resolved['parameters'] / 1e6:.2f} M params) on "
+                 f"{cfg.dataset}{' [SYNTHETIC]' if info.synthetic else ''}: "
+                 f"{run.resolved['split_sizes']} at {run.setup.image_size}px on "
+                 f"{run.setup.device}")
+    return Progress()
+
+
+def _restore(run: Run, state: dict[str, Any]) -> Progress:
+    """Weights, optimizer and progress from last.pt; a new epochs/lr target is an extension."""
+    cfg = run.cfg
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if "scaler" in state and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
+    progress = Progress(**{k: state[k] for k in Progress.__dataclass_fields__})
+    progress.history = list(progress.history)
+    saved = state["config"]
+    if (cfg.epochs, cfg.lr) == (saved["epochs"], saved["lr"]):
+        run.log.info(f"resuming at epoch {progress.epoch + 1}/{cfg.epochs}")
+        return progress
+    if cfg.epochs <= progress.epoch:
+        raise CnnvitError(f"cannot extend {run.out.path}: it already ran {progress.epoch} "
+                          f"epochs; ask for more with --epochs N (N > {progress.epoch})")
+    progress.phase_start, progress.stale = progress.epoch, 0  # a new schedule over the new epochs
+    run.log.info(f"extending from epoch {progress.epoch} to {cfg.epochs} at lr {cfg.lr:g}")
+    return progress
+
+
+def train_step(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
                scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
                grad_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,199 +231,170 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     scaler.scale(loss).backward()
     if grad_clip > 0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
     return logits.detach(), loss.detach()
 
 
-def fit(cfg: Config, *, resume: bool = False, quiet: bool = False,
-        dataset: Dataset | None = None) -> Path:
-    """Train `cfg.model` on `cfg.dataset` into `cfg.out`; returns the model directory.
-
-    `dataset`: the already loaded data `cfg.dataset` names (saves reloading it per model).
-    """
-    out = Path(cfg.out)
-    last_path = out / "checkpoints" / "last.pt"
-    state = load_checkpoint(last_path) if resume and last_path.is_file() else None
-    if resume and state is None and (out / "config.yaml").exists():
-        raise CnnvitError(f"cannot resume {out}: checkpoints/last.pt is missing")
-    if state is not None:
-        _check_resume(cfg, state["config"])
-    elif not resume and (out / "checkpoints" / "last.pt").exists():
-        raise CnnvitError(f"{out} already holds a trained model; pass --resume to continue it "
-                          "or choose another --out")
-
-    (out / "summary.json").unlink(missing_ok=True)  # present only once training has finished
-    configure(cfg.threads, cfg.deterministic)
-    seed_everything(cfg.seed)
-    setup = prepare(cfg, dataset)
-    base_rss = peak_rss = rss_bytes()  # CPU memory: growth above this while training
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
-    # A resumed run loads its own weights from the checkpoint: no pretrained download needed.
-    model = setup.build_model(pretrained=False, weights=None) if state else setup.build_model()
-    log = _logger(out / "train.log", quiet)  # only now: a bad model or data leaves no files
-    resolved = setup.resolved() | {
-        "parameters": models.count_parameters(model),
-        "cnnvit_version": __version__, "torch_version": str(torch.__version__),
-        "weights_report": getattr(model, "cnnvit_weights_report", None),
-    }
-    if state is not None:
-        resolved["flops_per_image"] = state["resolved"].get("flops_per_image")
-    else:
-        resolved["flops_per_image"] = flops_per_image(model, setup.info.channels,
-                                                      setup.image_size)
-    config_mod.write(cfg, out / "config.yaml", resolved)
-
-    optimizer = build_optimizer(model, cfg)
-    dtype = amp_dtype(cfg.amp, setup.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    history: list[dict[str, Any]] = []
-    start_epoch, phase_start, best, best_epoch, stale, train_seconds = 0, 0, None, 0, 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        start_epoch, phase_start = int(state["epoch"]), int(state["phase_start"])
-        best, best_epoch = state["best_score"], int(state["best_epoch"])
-        stale, train_seconds = int(state["stale"]), float(state["train_seconds"])
-        saved = state["config"]
-        if cfg.epochs != saved["epochs"] or cfg.lr != saved["lr"]:
-            if cfg.epochs <= start_epoch:
-                raise CnnvitError(f"cannot extend {out}: it already ran {start_epoch} epochs; "
-                                  f"ask for more with --epochs N (N > {start_epoch})")
-            phase_start = start_epoch  # an extension: a new schedule over the added epochs
-            stale = 0
-            log.info(f"extending from epoch {start_epoch} to {cfg.epochs} at lr {cfg.lr:g}")
-        else:
-            log.info(f"resuming at epoch {start_epoch + 1}/{cfg.epochs}")
-    else:
-        log.info(f"training {cfg.model} ({resolved['parameters'] / 1e6:.2f} M params) on "
-                 f"{cfg.dataset}{' [SYNTHETIC]' if setup.info.synthetic else ''}: "
-                 f"{resolved['split_sizes']} at {setup.image_size}px on {setup.device}")
-
-    train_model = torch.compile(model) if cfg.compile else model
+def _train_epoch(run: Run, train_model: Callable[..., Any], epoch: int, phase_start: int,
+                 deadline: float | None, quiet: bool) -> tuple[dict[str, Any], bool]:
+    """One pass over the training split: (lr, loss, accuracy, seconds, images/s; cut short?)."""
+    cfg, device, pipe = run.cfg, run.setup.device, run.train
+    steps = pipe.num_batches(cfg.batch_size, drop_last=True)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    train_pipe, val_pipe = setup.pipeline("train", train=True), setup.pipeline("val")
-    steps = train_pipe.num_batches(cfg.batch_size, drop_last=True)
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
-    stop_reason = "finished"
-    show_bar = not quiet and sys.stderr.isatty()
-
-    for epoch in range(start_epoch, cfg.epochs):
-        if stale and cfg.patience and stale >= cfg.patience:
-            stop_reason = f"early stop: {stale} epochs without improvement"
-            break
+    torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc. reproducible per epoch
+    gen = epoch_generator(cfg.seed, epoch, device)
+    run.model.train()  # the compiled module shares its modules with the model
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, epoch_lr, cut_short = 0, 0.0, False
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
+               disable=quiet or not sys.stderr.isatty())
+    for step, (x, y) in enumerate(pipe.batches(cfg.batch_size, gen, drop_last=True)):
+        lr = lr_at(cfg, epoch + step / steps, phase_start, 1 / steps)
+        epoch_lr = lr if step == 0 else epoch_lr
+        set_lr(run.optimizer, lr)
+        logits, loss = train_step(train_model, x, y, run.optimizer, criterion, run.scaler,
+                                  run.dtype, cfg.grad_clip)
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        bar.update(1)
+        if step % 8 == 0:
+            run.memory.sample()
         if deadline is not None and time.monotonic() > deadline:
-            stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
+            cut_short = True
             break
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc. reproducible per epoch
-        gen = epoch_generator(cfg.seed, epoch, setup.device)
-        train_model.train()
-        loss_sum = torch.zeros((), device=setup.device)
-        correct = torch.zeros((), device=setup.device, dtype=torch.long)
-        seen = 0
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not show_bar, unit="batch")
-        for step, (x, y) in enumerate(train_pipe.batches(cfg.batch_size, gen, drop_last=True)):
-            lr = lr_at(cfg, epoch + step / steps, phase_start, 1 / steps)
-            if step == 0:
-                epoch_lr = lr
-            set_lr(optimizer, lr)
-            logits, loss = train_step(train_model, x, y, optimizer, criterion, scaler, dtype,
-                                      cfg.grad_clip)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            bar.update(1)
-            if step % 8 == 0:
-                peak_rss = max(peak_rss, rss_bytes())
-            if deadline is not None and time.monotonic() > deadline:
-                stop_reason = f"time budget of {cfg.max_minutes:g} min reached mid-epoch"
-                break
-        bar.close()
-        if setup.device.type == "cuda":
-            torch.cuda.synchronize(setup.device)
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        probs, _ = predict(model, val_pipe, cfg.eval_batch_size, dtype)
-        val = metrics.compute(setup.dataset["val"].labels, probs,
-                              list(setup.info.class_names), task=setup.info.task)
-        score = _score(val, cfg.selection_metric)
-        improved = _better(score, best, cfg.selection_metric)
-        row = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": float(loss_sum) / max(seen, 1),
-               "train_accuracy": int(correct) / max(seen, 1), "val_loss": val["loss"],
-               "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
-               "val_auc_macro": val["auc_macro"], "val_ece": val["ece"],
-               "seconds": round(seconds, 3), "train_images_per_s": round(seen / seconds, 1),
-               "best": improved}
-        history.append(row)
-        if improved:
-            best, best_epoch, stale = score, epoch + 1, 0
-        else:
-            stale += 1
-        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "epoch": epoch + 1, "phase_start": phase_start, "best_score": best,
-                   "best_epoch": best_epoch, "stale": stale, "train_seconds": train_seconds,
-                   "history": history, "config": cfg.to_dict(), "resolved": resolved}
-        if scaler.is_enabled():
-            payload["scaler"] = scaler.state_dict()
-        if improved:
-            save_checkpoint(out / "checkpoints" / "best.pt",
-                            {"model": payload["model"], "epoch": epoch + 1,
-                             "config": payload["config"], "resolved": resolved,
-                             "score": score, "selection_metric": cfg.selection_metric})
-        atomic_write_csv(pd.DataFrame(history), out / "history.csv")
-        save_checkpoint(last_path, payload)  # last: the epoch counts as done once this exists
-        auc = "n/a" if val["auc_macro"] is None else f"{val['auc_macro']:.3f}"
-        log.info(f"epoch {epoch + 1:>3}/{cfg.epochs} lr {epoch_lr:.2e} | train loss "
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    return {"lr": epoch_lr, "loss": float(loss_sum) / max(seen, 1),
+            "accuracy": int(correct) / max(seen, 1), "seconds": seconds,
+            "images_per_s": seen / seconds}, cut_short
+
+
+def _validate(run: Run) -> dict[str, Any]:
+    """Metrics of the current weights on the validation split."""
+    info = run.setup.info
+    probs, _ = predict(run.model, run.val, run.cfg.eval_batch_size, run.dtype)
+    return metrics.compute(run.setup.dataset["val"].labels, probs, list(info.class_names),
+                           task=info.task)
+
+
+def _score(result: dict[str, Any], metric: str) -> float:
+    value = result.get(metric)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        # e.g. AUC undefined on a one-class val split: fall back to a defined metric
+        value = result["loss"] if metric in LOWER_IS_BETTER else result["accuracy"]
+    return float(value)
+
+
+def _record(progress: Progress, epoch: int, train: dict[str, Any], val: dict[str, Any],
+            score: float, metric: str) -> bool:
+    """Add the epoch to the history (one row of history.csv); whether it is the best so far."""
+    best = progress.best_score
+    improved = best is None or (score < best if metric in LOWER_IS_BETTER else score > best)
+    progress.history.append({
+        "epoch": epoch + 1, "lr": train["lr"], "train_loss": train["loss"],
+        "train_accuracy": train["accuracy"], "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
+        "val_auc_macro": val["auc_macro"], "val_ece": val["ece"],
+        "seconds": round(train["seconds"], 3),
+        "train_images_per_s": round(train["images_per_s"], 1), "best": improved})
+    progress.epoch = epoch + 1
+    progress.train_seconds += train["seconds"]
+    if improved:
+        progress.best_score, progress.best_epoch, progress.stale = score, epoch + 1, 0
+    else:
+        progress.stale += 1
+    return improved
+
+
+def _save_checkpoints(run: Run, progress: Progress, improved: bool, score: float) -> None:
+    """best.pt when the epoch improved, history.csv, then last.pt (the epoch is done once it
+    exists)."""
+    state = run.model.state_dict()
+    cfg = run.cfg.to_dict()
+    if improved:
+        save_checkpoint(run.out.checkpoint("best"),
+                        {"model": state, "epoch": progress.epoch, "config": cfg,
+                         "resolved": run.resolved, "score": score,
+                         "selection_metric": run.cfg.selection_metric})
+    atomic_write_csv(pd.DataFrame(progress.history), run.out.history)
+    payload = {"model": state, "optimizer": run.optimizer.state_dict(), **asdict(progress),
+               "config": cfg, "resolved": run.resolved}
+    if run.scaler.is_enabled():
+        payload["scaler"] = run.scaler.state_dict()
+    save_checkpoint(run.out.checkpoint("last"), payload)
+
+
+def _log_epoch(run: Run, row: dict[str, Any]) -> None:
+    auc = "n/a" if row["val_auc_macro"] is None else f"{row['val_auc_macro']:.3f}"
+    run.log.info(f"epoch {row['epoch']:>3}/{run.cfg.epochs} lr {row['lr']:.2e} | train loss "
                  f"{row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | val loss "
-                 f"{val['loss']:.4f} acc {val['accuracy']:.3f} f1 {val['f1_macro']:.3f} auc "
-                 f"{auc} | {seconds:.1f}s {row['train_images_per_s']:.0f} img/s"
-                 f"{' *' if improved else ''}")
-        if stop_reason.endswith("mid-epoch"):
-            break
+                 f"{row['val_loss']:.4f} acc {row['val_accuracy']:.3f} f1 "
+                 f"{row['val_f1_macro']:.3f} auc {auc} | {row['seconds']:.1f}s "
+                 f"{row['train_images_per_s']:.0f} img/s{' *' if row['best'] else ''}")
 
-    if not history:
-        raise CnnvitError(f"{out}: no epoch was trained (the time budget was already spent?)")
-    log.info(f"{stop_reason}; best epoch {best_epoch} ({cfg.selection_metric} {best:.4f}); "
-             f"evaluating the best checkpoint on val and test")
-    best_state = load_checkpoint(out / "checkpoints" / "best.pt")
-    model.load_state_dict(best_state["model"])
-    extra = {"checkpoint": "best", "epoch": best_epoch}
-    results = {s: evaluate_split(model, setup, s, out, extra) for s in ("val", "test")}
-    summary = _summary(setup, resolved, history, best_epoch, train_seconds, stop_reason,
-                       results, base_rss, peak_rss)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+
+def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
+    """Evaluate the best checkpoint on val and test; write summary.json last."""
+    cfg, out = run.cfg, run.out
+    if not progress.history:
+        raise CnnvitError(f"{out.path}: no epoch was trained (the time budget was already "
+                          "spent?)")
+    run.log.info(f"{stop_reason}; best epoch {progress.best_epoch} ({cfg.selection_metric} "
+                 f"{progress.best_score:.4f}); evaluating the best checkpoint on val and test")
+    run.model.load_state_dict(load_checkpoint(out.checkpoint("best"))["model"])
+    extra = {"checkpoint": "best", "epoch": progress.best_epoch}
+    results = {s: evaluate_split(run.model, run.setup, s, out, extra) for s in ("val", "test")}
+    out.write_summary(_summary(run, progress, stop_reason, results["test"]))
     test = results["test"]
-    log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
-             f"auc_macro {test['auc_macro']} loss {test['loss']:.4f} → {out}")
-    return out
+    run.log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
+                 f"auc_macro {test['auc_macro']} loss {test['loss']:.4f} → {out.path}")
 
 
-def _summary(setup: Setup, resolved: dict, history: list[dict], best_epoch: int,
-             train_seconds: float, stop_reason: str, results: dict, base_rss: int,
-             peak_rss: int) -> dict[str, Any]:
-    """Cost and outcome of the run, read by `cnnvit compare`."""
-    device = setup.device
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else peak_rss - base_rss)
-    return {"model": setup.cfg.model, "dataset": setup.cfg.dataset,
-            "synthetic": setup.info.synthetic, "parameters": resolved["parameters"],
-            "flops_per_image": resolved["flops_per_image"], "image_size": setup.image_size,
-            "epochs": setup.cfg.epochs, "epochs_run": len(history), "best_epoch": best_epoch,
-            "stop_reason": stop_reason,
-            "train_seconds": round(train_seconds, 3),
+def _summary(run: Run, progress: Progress, stop_reason: str,
+             test: dict[str, Any]) -> dict[str, Any]:
+    """Cost and outcome of the run, and what later stages need to describe the model."""
+    cfg, setup, history = run.cfg, run.setup, progress.history
+    return {"model": cfg.model, "architecture": cfg.model, "family": run.resolved["family"],
+            "dataset": cfg.dataset, "synthetic": setup.info.synthetic,
+            "num_classes": setup.info.num_classes, "in_chans": setup.info.channels,
+            "pretrained": cfg.pretrained, "weights": cfg.weights,
+            "parameters": run.resolved["parameters"],
+            "flops_per_image": run.resolved["flops_per_image"], "image_size": setup.image_size,
+            "epochs": cfg.epochs, "epochs_run": len(history),
+            "best_epoch": progress.best_epoch, "stop_reason": stop_reason,
+            "train_seconds": round(progress.train_seconds, 3),
             "train_images_per_s": round(sum(h["train_images_per_s"] for h in history)
                                         / len(history), 1),
-            "eval_images_per_s": results["test"]["eval_images_per_s"],
-            "peak_memory_bytes": int(peak), "peak_memory_kind": (
-                "cuda_max_allocated" if device.type == "cuda" else "cpu_rss_growth"),
-            "device": str(device)}
+            "eval_images_per_s": test["eval_images_per_s"], **run.memory.report(),
+            "device": str(setup.device)}
+
+
+class MemoryPeak:
+    """Peak memory while training: CUDA's max allocated, or the growth of this process's RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = self.peak = rss_bytes()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, rss_bytes())
+
+    def report(self) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device)),
+                    "peak_memory_kind": "cuda_max_allocated"}
+        return {"peak_memory_bytes": int(self.peak - self.base),
+                "peak_memory_kind": "cpu_rss_growth"}
 
 
 def rss_bytes() -> int:

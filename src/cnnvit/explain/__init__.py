@@ -13,34 +13,22 @@ Maps are N×H×W float32 CPU tensors, each min-max scaled to [0, 1] (a constant 
     randomization_check(model, images, method="auto", targets=None, seed=0) -> dict
 """
 
-from cnnvit.explain.cams import cam_maps, explain, target_layer, vit_reshape_transform
-from cnnvit.explain.faithfulness import (
-    baseline_images,
-    deletion_insertion,
-    random_maps,
-    road_scores,
-)
-from cnnvit.explain.rollout import (
-    attention_rollout,
-    capture_attention,
-    rollout_matrices,
-    token_layout,
-)
-from cnnvit.explain.sanity import randomization_check, randomized_copy
+import importlib
+from typing import Any
 
-__all__ = [
-    "attention_rollout",
-    "baseline_images",
-    "cam_maps",
-    "capture_attention",
-    "deletion_insertion",
-    "explain",
-    "random_maps",
-    "randomization_check",
-    "randomized_copy",
-    "road_scores",
-    "rollout_matrices",
-    "target_layer",
-    "token_layout",
-    "vit_reshape_transform",
-]
+# public name -> the submodule it lives in; loaded on first use, so that importing
+# `cnnvit.explain.methods` (the command line does) costs no torch import
+_HOMES = {
+    "attention_rollout": "rollout", "baseline_images": "faithfulness", "cam_maps": "cams",
+    "capture_attention": "rollout", "deletion_insertion": "faithfulness", "explain": "cams",
+    "random_maps": "faithfulness", "randomization_check": "sanity",
+    "randomized_copy": "sanity", "road_scores": "faithfulness", "rollout_matrices": "rollout",
+    "target_layer": "cams", "token_layout": "rollout", "vit_reshape_transform": "cams",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'cnnvit.explain' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cnnvit.explain.{_HOMES[name]}"), name)

@@ -25,17 +25,24 @@ from cnnvit.explain._common import (
     model_device,
     normalize_maps,
 )
+from cnnvit.explain.methods import CAM_METHODS, METHODS
 from cnnvit.explain.rollout import attention_rollout, token_layout
 from cnnvit.models import family
-
-CAM_METHODS = ("gradcam", "gradcam++")
-METHODS = ("auto", "gradcam", "gradcam++", "rollout", "vit-gradcam")
 
 
 def is_token_vit(model: nn.Module) -> bool:
     """A ViT with `blocks` over a patch-token grid (timm VisionTransformer and relatives)."""
     return (isinstance(getattr(model, "blocks", None), nn.Module)
             and getattr(getattr(model, "patch_embed", None), "grid_size", None) is not None)
+
+
+def _last_child(model: nn.Module, name: str) -> nn.Module:
+    """The last module of the container `model.<name>` (`blocks`, `layer4`, ...)."""
+    container = getattr(model, name)
+    if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+        raise CnnvitError(f"{type(model).__name__}.{name} is a {type(container).__name__}, "
+                          "not an nn.Sequential or nn.ModuleList of layers")
+    return container[-1]
 
 
 def _named_layer(model: nn.Module, name: str) -> nn.Module:
@@ -73,30 +80,36 @@ def target_layer(model: nn.Module, name: str | None = None,
                  image_size: int | None = None) -> nn.Module:
     """The module whose activations Grad-CAM weighs: `name` (dotted) or the default above.
 
-    With `image_size`, a ResNet whose last stage would be smaller than 4×4 for that input
-    (e.g. 8 px digits: layer4 is 1×1) uses the last earlier stage that is at least 4×4.
+    With `image_size`, a CNN whose default layer would be smaller than 4×4 for that input
+    (e.g. 8 px digits: a ResNet's layer4 is 1×1) uses the last earlier stage that is at least
+    4×4, or its first stage when none is.
     """
     if name is not None:
         return _named_layer(model, name)
     if is_token_vit(model):
-        last = model.blocks[-1]
+        last = _last_child(model, "blocks")
         return getattr(last, "norm1", last)
-    layer4 = getattr(model, "layer4", None)
-    if isinstance(layer4, nn.Sequential) and len(layer4):
-        if image_size is not None:
-            for stage in ("layer4", "layer3", "layer2"):
-                block = getattr(model, stage)[-1]
-                if _output_side(model, block, image_size) >= MIN_CAM_SIDE:
-                    return block
-            return model.layer1[-1]
-        return layer4[-1]
+    candidates = _cnn_layers(model)
+    if image_size is not None:
+        for layer in candidates:
+            if _output_side(model, layer, image_size) >= MIN_CAM_SIDE:
+                return layer
+    return candidates[0] if image_size is None else candidates[-1]
+
+
+def _cnn_layers(model: nn.Module) -> list[nn.Module]:
+    """The default Grad-CAM layer of a CNN, then the earlier stages to fall back to."""
+    if isinstance(getattr(model, "layer4", None), nn.Sequential) and len(model.layer4):
+        return [_last_child(model, f"layer{i}") for i in (4, 3, 2, 1)]
+    feature_info = getattr(model, "feature_info", None)
+    stages = [model.get_submodule(f["module"]) for f in reversed(feature_info)
+              if "module" in f] if isinstance(feature_info, list) else []
     from timm.models import EfficientNet
 
     if isinstance(model, EfficientNet):
-        return model.conv_head
-    feature_info = getattr(model, "feature_info", None)
-    if isinstance(feature_info, list) and feature_info and "module" in feature_info[-1]:
-        return model.get_submodule(feature_info[-1]["module"])
+        return [model.conv_head, *stages]
+    if stages:
+        return stages
     if family(model) == "vit":
         raise CnnvitError(f"no default Grad-CAM layer for {type(model).__name__} (a transformer "
                           "without a ViT token grid): pass a layer name whose output is N×C×H×W")
@@ -104,7 +117,7 @@ def target_layer(model: nn.Module, name: str | None = None,
     if not convs:
         raise CnnvitError(f"{type(model).__name__} has no Conv2d layer for Grad-CAM: pass a layer "
                           "name whose output is N×C×H×W")
-    return convs[-1]
+    return [convs[-1]]
 
 
 def vit_reshape_transform(model: nn.Module,

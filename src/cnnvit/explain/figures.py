@@ -45,7 +45,7 @@ def blend(image: np.ndarray, saliency: np.ndarray, size: int) -> np.ndarray:
     return ((1 - ALPHA) * base + ALPHA * heat).clip(0, 1)
 
 
-def _colorbar(fig: plt.Figure, rect: list[float], label: str) -> None:
+def _colorbar(fig: plt.Figure, rect: tuple[float, float, float, float], label: str) -> None:
     cax = fig.add_axes(rect)
     fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), cax=cax, label=label)
 
@@ -57,9 +57,9 @@ class OverlayWriter:
         self.size = max(size, DISPLAY_MIN)
         blank = np.zeros((self.size, self.size, 3))
         self.fig = plt.figure(figsize=(6.4, 3.4), dpi=100)
-        ax_in = self.fig.add_axes([0.02, 0.04, 0.4, 0.8])
-        ax_map = self.fig.add_axes([0.44, 0.04, 0.4, 0.8])
-        _colorbar(self.fig, [0.86, 0.08, 0.022, 0.72], f"{method} importance")
+        ax_in = self.fig.add_axes((0.02, 0.04, 0.4, 0.8))
+        ax_map = self.fig.add_axes((0.44, 0.04, 0.4, 0.8))
+        _colorbar(self.fig, (0.86, 0.08, 0.022, 0.72), f"{method} importance")
         self.input = ax_in.imshow(blank)
         self.overlay = ax_map.imshow(blank)
         for ax, text in ((ax_in, "input"), (ax_map, f"{method} over the input")):
@@ -101,8 +101,8 @@ def gallery(path: Path, images: Sequence[np.ndarray], maps: dict[str, Sequence[n
     dpi = 100
     width, height = mosaic.shape[1] / dpi + 1.1, mosaic.shape[0] / dpi + 0.6
     fig = plt.figure(figsize=(width, height), dpi=dpi)
-    ax = fig.add_axes([0.1 / width, 0.1 / height, mosaic.shape[1] / dpi / width,
-                       mosaic.shape[0] / dpi / height])
+    ax = fig.add_axes((0.1 / width, 0.1 / height, mosaic.shape[1] / dpi / width,
+                       mosaic.shape[0] / dpi / height))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     for r in range(n_rows):
@@ -113,8 +113,8 @@ def gallery(path: Path, images: Sequence[np.ndarray], maps: dict[str, Sequence[n
     for c, name in enumerate(["input", *models]):
         ax.text(c * cell_w + size / 2, -6, name, fontsize=8, ha="center", va="bottom",
                 weight="bold")
-    _colorbar(fig, [1 - 0.8 / width, 0.15 / height, 0.15 / width, 0.6 * mosaic.shape[0] / dpi
-                    / height], "importance")
+    _colorbar(fig, (1 - 0.8 / width, 0.15 / height, 0.15 / width, 0.6 * mosaic.shape[0] / dpi
+                    / height), "importance")
     fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
     fig.savefig(path)
     plt.close(fig)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Protocol, TypeGuard
 
 import torch
 import torch.nn as nn
@@ -35,7 +36,7 @@ def token_layout(model: nn.Module,
     """
     patch_embed = getattr(model, "patch_embed", None)
     grid = getattr(patch_embed, "grid_size", None)
-    if grid is None:
+    if patch_embed is None or grid is None:  # (no patch_embed means no grid_size either)
         raise CnnvitError(f"{type(model).__name__} has no patch_embed.grid_size: it is not a "
                           "ViT with a patch-token grid")
     if image_size is not None:
@@ -57,16 +58,27 @@ def has_class_token(model: nn.Module) -> bool:
     return getattr(model, "cls_token", None) is not None
 
 
-def _attention_modules(model: nn.Module) -> list[nn.Module]:
+class _TimmAttention(Protocol):
+    """What rollout uses of a timm attention module (Attention, EvaAttention, ...)."""
+
+    fused_attn: bool
+    attn_drop: nn.Module
+
+
+def _is_timm_attention(attn: object) -> TypeGuard[_TimmAttention]:
+    return (attn is not None and hasattr(attn, "fused_attn")
+            and isinstance(getattr(attn, "attn_drop", None), nn.Module))
+
+
+def _attention_modules(model: nn.Module) -> list[_TimmAttention]:
     blocks = getattr(model, "blocks", None)
     attns = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
-    if not attns or any(a is None or not hasattr(a, "fused_attn")
-                        or not isinstance(getattr(a, "attn_drop", None), nn.Module)
-                        for a in attns):
+    timm_attns = [a for a in attns if _is_timm_attention(a)]
+    if not attns or len(timm_attns) != len(attns):
         raise CnnvitError(f"attention rollout needs a ViT whose model.blocks[i].attn are timm "
                           f"Attention modules (with fused_attn and attn_drop); "
                           f"{type(model).__name__} has none. Use gradcam with a layer instead.")
-    return attns
+    return timm_attns
 
 
 @contextmanager
@@ -137,18 +149,21 @@ def rollout_matrices(model: nn.Module, images: torch.Tensor, head_fusion: str = 
     class_token = has_class_token(model)
     with inference_state(model), torch.no_grad(), capture_attention(model) as captured:
         model(images.to(model_device(model)))
-    if len(captured) != len(model.blocks):
-        raise CnnvitError(f"attention was recorded in {len(captured)} of {len(model.blocks)} "
+    n_blocks = len(_attention_modules(model))  # one attention module per block
+    if len(captured) != n_blocks:
+        raise CnnvitError(f"attention was recorded in {len(captured)} of {n_blocks} "
                           "blocks: the model's forward does not run every block's attention")
     attentions = [captured[i] for i in range(len(captured))]
-    blocks = []
-    rollout = None
+    blocks: list[torch.Tensor] = []
     for attn in attentions:
         fused = _discard(_fuse_heads(attn.float(), head_fusion), discard_ratio, class_token)
         fused = fused + torch.eye(fused.shape[-1], device=fused.device)
         fused = fused / fused.sum(dim=-1, keepdim=True)
         blocks.append(fused)
-        rollout = fused if rollout is None else fused @ rollout
+    # capture_attention rejects models without blocks, so there is at least one
+    rollout = blocks[0]
+    for fused in blocks[1:]:
+        rollout = fused @ rollout
     return blocks, rollout
 
 

@@ -34,10 +34,11 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     cuda = sorted({p.device.index or 0 for p in clone.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda), torch.no_grad():
         torch.manual_seed(seed)
-        covered = set()
+        covered: set[int] = set()
         for module in clone.modules():
-            if callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
                 covered.update(id(p) for p in module.parameters(recurse=False))
         for param in clone.parameters():
             if id(param) not in covered:

@@ -15,23 +15,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cnnvit import config
 from cnnvit import models as models_mod
-from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset, Split
-from cnnvit.engine.evaluate import load_model
-from cnnvit.engine.setup import data_size
+from cnnvit.engine.evaluate import load_model, predict
+from cnnvit.engine.runtime import amp_dtype
+from cnnvit.engine.setup import Setup, data_size
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.cams import explain
 from cnnvit.explain.faithfulness import deletion_insertion, random_maps, road_scores
 from cnnvit.explain.figures import OverlayWriter, gallery
 from cnnvit.explain.sanity import randomization_check
-from cnnvit.io import atomic_write_csv, run_mode
+from cnnvit.io import atomic_write_csv
+from cnnvit.rundir import ModelDir, RunDir
 
 SANITY_SAMPLES = 16
 log = logging.getLogger("cnnvit.explain")
@@ -49,27 +50,6 @@ class ModelMaps:
     index: pd.DataFrame       # one row per overlay file (written as index.csv)
 
 
-def model_dirs(run_dir: Path, names: list[str] | None = None) -> dict[str, Path]:
-    """The model directory of each model of the run (the first seed when there are several)."""
-    root = run_dir / "models"
-    found: dict[str, Path] = {}
-    for d in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
-        seeds = sorted(d.glob("seed_*/config.yaml"), key=lambda p: int(p.parent.name[5:]))
-        if (d / "config.yaml").is_file():
-            found[d.name] = d
-        elif seeds:
-            found[d.name] = seeds[0].parent
-    if not found:
-        raise CnnvitError(f"{run_dir}: no trained models under models/; run `cnnvit run` first")
-    if names:
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise CnnvitError(f"--models: {', '.join(missing)} not in {run_dir}/models "
-                              f"(have {', '.join(found)})")
-        found = {n: found[n] for n in names}
-    return found
-
-
 def select_samples(labels: np.ndarray, per_class: int, errors: dict[str, np.ndarray],
                    include_errors: int, seed: int) -> pd.DataFrame:
     """Seeded selection: `per_class` images of each class, then up to `include_errors`
@@ -83,8 +63,7 @@ def select_samples(labels: np.ndarray, per_class: int, errors: dict[str, np.ndar
     chosen = {i for i, _ in rows}
     for name, wrong in errors.items():
         fresh = np.array([i for i in wrong if i not in chosen], dtype=np.int64)
-        picked = rng.choice(fresh, min(include_errors, len(fresh)), replace=False) if len(
-            fresh) else []
+        picked = rng.choice(fresh, min(include_errors, len(fresh)), replace=False)
         for i in np.sort(picked):
             rows.append((int(i), f"error:{name}"))
             chosen.add(int(i))
@@ -100,10 +79,18 @@ def _method_for(requested: str, family: str) -> str:
     return {"gradcam": "vit-gradcam", "gradcam++": "vit-gradcam"}.get(requested, requested)
 
 
-def _inputs(setup, split: Split) -> torch.Tensor:
-    pipe = BatchPipeline(split, device=setup.device, image_size=setup.image_size,
-                         mean=setup.mean, std=setup.std, resize_mode=setup.cfg.resize_mode)
-    return torch.cat([x for x, _ in pipe.batches(512)]).contiguous()
+@dataclass(frozen=True)
+class Options:
+    """How every model of the run is explained."""
+
+    split: str
+    method: str
+    target_layer: str | None
+    steps: int
+    seed: int
+    sanity: bool
+    road: bool
+    label: str  # " [REDUCED mode]" in figure titles of a reduced run, else ""
 
 
 def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: str = "test",
@@ -117,91 +104,115 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
     pytorch-grad-cam's ROAD scores (Rong et al. 2022) to faithfulness.csv (slower: one
     sparse solve per image and percentile).
     """
-    logger = logger or log
-    run_dir = Path(run_dir)
-    mode = run_mode(run_dir)
-    label = " [REDUCED mode]" if mode == "reduced" else ""
+    run = RunDir(run_dir)
+    mode = run.mode()
+    opts = Options(split, method, target_layer, steps, seed, sanity, road,
+                   " [REDUCED mode]" if mode == "reduced" else "")
 
     def write_csv(df: pd.DataFrame, path: Path) -> None:
         atomic_write_csv(df.assign(mode=mode), path)
 
     if split not in ("train", "val", "test"):
         raise CnnvitError(f"--split takes train, val or test; got {split}")
-    dirs = model_dirs(run_dir, models)
-    out = run_dir / "explain"
+    loaded, dataset = _load_models(run, models, device)
+    out = run.explain
     out.mkdir(parents=True, exist_ok=True)
+    labels = dataset[split].labels
+    samples = select_samples(labels, per_class, _errors(loaded, split), include_errors, seed)
+    write_csv(samples, out / "samples.csv")
+    idx = samples["index"].to_numpy()
+    subset = Split(dataset[split].images[idx], labels[idx])
+    class_names = list(dataset.info.class_names)
+    results: dict[str, ModelMaps] = {}
+    faith_rows, sanity_rows = [], []
+    for name, (setup, model, _) in loaded.items():
+        results[name], faith, check = _explain_model(name, setup, model, subset, idx,
+                                                     class_names, opts, out)
+        write_csv(results[name].index, out / name / "index.csv")
+        faith_rows += faith
+        if check is not None:
+            sanity_rows.append(check)
+            if check["flag"]:
+                (logger or log).warning(
+                    f"  warning: {name}'s {check['method']} maps barely change when the model's "
+                    f"weights are randomised (Spearman {check['mean_spearman']:.2f}): they do "
+                    "not explain this model")
+    write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
+    if sanity_rows:
+        write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
+    _galleries(out, samples, subset, results, class_names, split, opts.label)
+    return out
+
+
+def _load_models(run: RunDir, names: list[str] | None, device: str | None
+                 ) -> tuple[dict[str, tuple[Setup, torch.nn.Module, ModelDir]], Dataset]:
+    """The first seed of each model, loaded, and the one dataset they were all trained on."""
+    dirs: dict[str, ModelDir] = {}
+    for entry in run.models(names):
+        dirs.setdefault(entry.name, entry.dir)
     datasets: dict[tuple, Dataset] = {}  # models that read the same files share one copy
     loaded = {}
     for name, d in dirs.items():
-        cfg, _ = config.from_model_dir(d)
+        cfg, _ = d.read_config()
         key = (cfg.dataset, data_size(cfg), cfg.data_root)
-        setup, model, _ = load_model(d, device=device, dataset=datasets.get(key))
+        setup, model, _ = load_model(d.path, device=device, dataset=datasets.get(key))
         datasets.setdefault(key, setup.dataset)
         loaded[name] = (setup, model, d)
     specs = sorted({k[0] for k in datasets})
     if len(specs) > 1:
-        raise CnnvitError(f"{run_dir}: the models were trained on different datasets "
+        raise CnnvitError(f"{run.root}: the models were trained on different datasets "
                           f"({', '.join(specs)}); explain them in separate runs")
-    dataset = next(iter(datasets.values()))
-    labels = dataset[split].labels
-    class_names = list(dataset.info.class_names)
+    return loaded, next(iter(datasets.values()))
+
+
+def _errors(loaded: dict[str, tuple[Setup, torch.nn.Module, ModelDir]], split: str
+            ) -> dict[str, np.ndarray]:
+    """Each model's misclassified indices of `split`, from its predictions file."""
     errors = {}
     for name, (_, _, d) in loaded.items():
-        pred_file = d / f"predictions_{split}.csv"
-        if pred_file.is_file():
-            p = pd.read_csv(pred_file)
-            errors[name] = p["index"].to_numpy()[p["prediction"].to_numpy() != p["label"]
-                                                  .to_numpy()]
-    samples = select_samples(labels, per_class, errors, include_errors, seed)
-    write_csv(samples, out / "samples.csv")
-    idx = samples["index"].to_numpy()
-    subset = Split(dataset[split].images[idx], labels[idx])
+        if d.predictions(split).is_file():
+            p = pd.read_csv(d.predictions(split))
+            errors[name] = p["index"].to_numpy()[p["prediction"].to_numpy()
+                                                  != p["label"].to_numpy()]
+    return errors
 
-    results: dict[str, ModelMaps] = {}
-    faith_rows, sanity_rows = [], []
-    for name, (setup, model, _) in loaded.items():
-        fam = models_mod.family(model)
-        use = _method_for(method, fam)
-        x = _inputs(setup, subset)
-        with torch.no_grad():
-            probs = torch.cat([torch.softmax(model(c).float(), dim=1).cpu()
-                               for c in x.split(64)])
-        pred = probs.argmax(1)
-        kwargs = {"layer": target_layer} if target_layer and use != "rollout" else {}
-        maps, used = explain(model, x, use, targets=pred, **kwargs)
-        results[name] = _write_overlays(out / name, name, used, subset, idx, maps.numpy(),
-                                        pred.numpy(), probs.max(1).values.numpy(),
-                                        class_names, split, label)
-        write_csv(results[name].index, out / name / "index.csv")
-        faith = deletion_insertion(model, x, maps, pred, steps=steps)
-        rand = deletion_insertion(model, x, random_maps(len(x), *maps.shape[1:], seed=seed),
-                                  pred, steps=steps)
-        if road:
-            faith.update({f"road_{k}": v for k, v in road_scores(model, x, maps, pred,
-                                                                 seed=seed).items()})
-        for kind, res in ((used, faith), ("random", rand)):
-            extra = [k for k in res if k.startswith("road_")]
-            faith_rows += [{"model": name, "method": kind, "index": int(i), "label": int(y),
-                            "target": int(t), "deletion_auc": float(res["deletion_auc"][j]),
-                            "insertion_auc": float(res["insertion_auc"][j]),
-                            **{k: float(res[k][j]) for k in extra}}
-                           for j, (i, y, t) in enumerate(zip(idx, subset.labels, pred.numpy(),
-                                                             strict=True))]
-        if sanity:
-            n = min(SANITY_SAMPLES, len(x))
-            check = randomization_check(model, x[:n], use, targets=pred[:n], seed=seed,
-                                        **kwargs)
-            sanity_rows.append({"model": name, "method": used, "samples": n,
-                                "mean_spearman": check["mean"], "flag": bool(check["flag"])})
-            if check["flag"]:
-                logger.warning(f"  warning: {name}'s {used} maps barely change when the "
-                               f"model's weights are randomised (Spearman {check['mean']:.2f}): "
-                               "they do not explain this model")
-    write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
-    if sanity_rows:
-        write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
-    _galleries(out, samples, subset, results, class_names, split, label)
-    return out
+
+def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Split,
+                   idx: np.ndarray, class_names: list[str], opts: Options, out: Path
+                   ) -> tuple[ModelMaps, list[dict[str, Any]], dict[str, Any] | None]:
+    """One model's maps and overlays, faithfulness rows and randomisation check."""
+    use = _method_for(opts.method, models_mod.family(model))
+    pipe = setup.pipeline(subset)
+    x = next(pipe.batches(len(pipe)))[0]
+    probs = torch.from_numpy(predict(model, pipe, setup.cfg.eval_batch_size,
+                                     amp_dtype(setup.cfg.amp, setup.device))[0])
+    pred = probs.argmax(1)
+    kwargs = {"layer": opts.target_layer} if opts.target_layer and use != "rollout" else {}
+    maps, used = explain(model, x, use, targets=pred, **kwargs)
+    result = _write_overlays(out / name, name, used, subset, idx, maps.numpy(), pred.numpy(),
+                             probs.max(1).values.numpy(), class_names, opts.split, opts.label)
+    faith = deletion_insertion(model, x, maps, pred, steps=opts.steps)
+    height, width = maps.shape[1:]
+    rand = deletion_insertion(model, x, random_maps(len(x), height, width, seed=opts.seed),
+                              pred, steps=opts.steps)
+    if opts.road:
+        faith.update({f"road_{k}": v for k, v in road_scores(model, x, maps, pred,
+                                                             seed=opts.seed).items()})
+    rows = []
+    for kind, res in ((used, faith), ("random", rand)):
+        extra = [k for k in res if k.startswith("road_")]
+        rows += [{"model": name, "method": kind, "index": int(i), "label": int(y),
+                  "target": int(t), "deletion_auc": float(res["deletion_auc"][j]),
+                  "insertion_auc": float(res["insertion_auc"][j]),
+                  **{k: float(res[k][j]) for k in extra}}
+                 for j, (i, y, t) in enumerate(zip(idx, subset.labels, pred.numpy(),
+                                                   strict=True))]
+    if not opts.sanity:
+        return result, rows, None
+    n = min(SANITY_SAMPLES, len(x))
+    check = randomization_check(model, x[:n], use, targets=pred[:n], seed=opts.seed, **kwargs)
+    return result, rows, {"model": name, "method": used, "samples": n,
+                          "mean_spearman": check["mean"], "flag": bool(check["flag"])}
 
 
 def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np.ndarray,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TypeGuard
 
 NA = "n/a"
 
 
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+def _present(x: float | None) -> TypeGuard[float]:
+    """Neither None nor a float NaN (narrows `float | None` to `float`)."""
+    return not (x is None or (isinstance(x, float) and math.isnan(x)))
 
 
 def metric(x: float | None, std: float | None = None) -> str:
     """0.9612, or 0.9612 ± 0.0031 when a seed std is given."""
-    if _missing(x):
+    if not _present(x):
         return NA
-    return f"{x:.4f}" if _missing(std) else f"{x:.4f} ± {std:.4f}"
+    return f"{x:.4f}" if not _present(std) else f"{x:.4f} ± {std:.4f}"
 
 
 def _sig3(x: float) -> str:
@@ -25,7 +26,7 @@ def _sig3(x: float) -> str:
 
 def si(x: float | None, unit: str = "") -> str:
     """3 significant digits with a k/M/G/T prefix: 11.2 M, 557 MFLOPs."""
-    if _missing(x):
+    if not _present(x):
         return NA
     for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= scale * 0.9995:
@@ -35,7 +36,7 @@ def si(x: float | None, unit: str = "") -> str:
 
 def seconds(x: float | None) -> str:
     """12.3 s, 4 min 05 s, 1 h 18 min."""
-    if _missing(x):
+    if not _present(x):
         return NA
     if x < 59.95:
         return f"{x:.1f} s"
@@ -48,7 +49,7 @@ def seconds(x: float | None) -> str:
 
 def memory(x: float | None) -> str:
     """Binary units: 350 MiB, 1.21 GiB."""
-    if _missing(x):
+    if not _present(x):
         return NA
     for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):
         if x >= 1024**power:
@@ -58,12 +59,12 @@ def memory(x: float | None) -> str:
 
 def rate(x: float | None) -> str:
     """12,345 img/s."""
-    return NA if _missing(x) else f"{x:,.0f} img/s"
+    return NA if not _present(x) else f"{x:,.0f} img/s"
 
 
 def count(x: float | None) -> str:
     """An integer, or a mean over seeds to one decimal."""
-    if _missing(x):
+    if not _present(x):
         return NA
     return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
 

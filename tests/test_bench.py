@@ -1,0 +1,146 @@
+"""`cnnvit bench` on the CPU: tiny cases through the CLI, the JSON it writes, and bad specs.
+
+Timings on a shared machine are noisy, so nothing here is a speed threshold: the checks are on
+the structure of the output, on ratios that must lie in a sane range whatever the load, and on
+the figures' consistency with each other and with `flops_per_image`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from dataclasses import fields
+
+import pytest
+import torch
+
+from cnnvit import bench
+from cnnvit.bench import BenchResult
+from cnnvit.cli import main
+from cnnvit.engine.flops import flops_per_image
+from cnnvit.models import build
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# 8 px inputs (the size of the digits dataset) keep a step cheap: a CNN (bench's channels-last
+# path) and a ViT (2 px patches, a 4×4 grid), each at the CPU batch size for ≤ 64 px (128).
+CASES = ("resnet18-small@8", "vit-small-input@8")
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, one_thread):
+    """One `cnnvit bench` run of both cases: (exit code, stdout, JSON payload). One timed step
+    (after bench's two warm-up steps) keeps it to a few seconds; the matmul peak is measured
+    three times (before and after each case) whatever the steps."""
+    out = tmp_path_factory.mktemp("bench") / "b.json"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = main(["bench", "--device", "cpu", "--models", ",".join(CASES), "--steps", "1",
+                   "--threads", "1", "--output", str(out)])
+    return rc, stdout.getvalue(), json.loads(out.read_text())
+
+
+def _train_flops(case: str) -> int:
+    name, _, size = case.partition("@")
+    return flops_per_image(build(name, 10, in_chans=3, image_size=int(size)), 3, int(size),
+                           backward=True)
+
+
+def test_bench_json_structure(bench_run):
+    rc, _, payload = bench_run
+    assert rc == 0
+    assert set(payload) == {"device", "device_name", "torch", "threads", "peak_flop_per_s",
+                            "results"}
+    assert payload["device"] == "cpu" and payload["torch"] == torch.__version__
+    assert payload["threads"] == 1  # --threads 1 was applied
+    assert isinstance(payload["device_name"], str)
+    peak = payload["peak_flop_per_s"]
+    assert isinstance(peak, float) and math.isfinite(peak) and peak > 0
+    results = payload["results"]
+    assert [r["case"] for r in results] == list(CASES)  # one entry per case, in order
+    keys = {f.name for f in fields(BenchResult)}
+    for r in results:
+        assert set(r) == keys
+        assert r["device"] == "cpu"
+        assert r["batch_size"] == bench._batch_size(8, torch.device("cpu")) == 128
+        for key in keys - {"case", "device", "batch_size"}:
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), key
+        # every share is against the final (best) peak, the one the payload reports
+        assert r["peak_gflop_per_s"] == pytest.approx(peak / 1e9, abs=0.051)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_bench_ratios_are_sane(bench_run, index):
+    r = bench_run[2]["results"][index]
+    assert r["full_images_per_s"] > 0 and r["model_only_images_per_s"] > 0
+    # the full step does the model-only work and more: its throughput ratio is at most ~1, but
+    # the two are timed on a noisy machine, so only a loose bound
+    ratio = r["full_over_model_only"]
+    assert 0 < ratio <= 3
+    assert ratio == pytest.approx(r["full_images_per_s"] / r["model_only_images_per_s"],
+                                  rel=0.01, abs=0.002)
+    assert r["outside_model_share"] == pytest.approx(max(0.0, 1 - ratio), abs=0.002)
+    assert 0 <= r["outside_model_share"] < 1
+    assert 0 < r["share_of_peak"] <= 1.5
+    assert r["share_of_peak"] == pytest.approx(r["achieved_gflop_per_s"] / r["peak_gflop_per_s"],
+                                               rel=0.01, abs=0.002)
+    assert 0 < r["achieved_gflop_per_s"] <= 1.5 * r["peak_gflop_per_s"]
+
+
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_bench_flops_match_flops_per_image(bench_run, index):
+    r = bench_run[2]["results"][index]
+    exact = _train_flops(r["case"])
+    assert exact > 0 and r["train_gflop_per_image"] > 0
+    assert r["train_gflop_per_image"] == pytest.approx(exact / 1e9, abs=5e-4)  # 3 decimals
+    # achieved FLOP/s = train FLOPs per image × images per second of the full step
+    assert r["achieved_gflop_per_s"] == pytest.approx(exact / 1e9 * r["full_images_per_s"],
+                                                      rel=0.01, abs=0.06)
+
+
+def test_bench_prints_a_markdown_table(bench_run):
+    _, stdout, payload = bench_run
+    lines = stdout.splitlines()
+    assert lines[0].startswith("device cpu") and "1 threads" in lines[0]
+    head = next(i for i, line in enumerate(lines) if line.startswith("| case | device |"))
+    assert lines[head + 1].startswith("|---|")
+    rows = lines[head + 2:head + 2 + len(CASES)]
+    for row, r in zip(rows, payload["results"], strict=True):
+        assert row.startswith(f"| {r['case']} | cpu | 128 | {r['full_images_per_s']} |")
+        assert row.count("|") == 12
+
+
+@pytest.fixture
+def fast_peak(monkeypatch):
+    """A fixed matmul peak: the spec errors below come after the peak is measured."""
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, reps=10: 1e11)
+
+
+@pytest.mark.usefixtures("fast_peak")
+@pytest.mark.parametrize(("args", "message"), [
+    (["--models", "no-such-model@8"], "unknown model 'no-such-model'"),
+    (["--models", "resnet18-small@0"], "model@size"),
+    (["--models", "resnet18-small@-8"], "model@size"),
+    (["--models", "tv:nonesuch@8"], "unknown torchvision model"),
+    (["--models", "resnet18-small@8", "--steps", "0"], "--steps must be at least 1"),
+    (["--models", "resnet18-small@abc"], "resnet18-small@abc"),
+    (["--models", ""], "model@size"),
+])
+def test_bad_bench_spec_exits_2_with_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--device", "cpu", "--threads", "1", *args, "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("cnnvit: error: ") and message in err
+    assert "Traceback" not in err
+    assert not out.exists()  # no partial results
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bench_on_missing_gpu_exits_2(fast_peak, tmp_path, capsys):
+    assert main(["bench", "--device", "cuda", "--models", "resnet18-small@8", "--threads",
+                 "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA is not available" in err
