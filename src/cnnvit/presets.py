@@ -62,7 +62,8 @@ def _read(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if name_or_path not in available():
         raise ConfigError(f"unknown preset '{name_or_path}': choose one of "
                           f"{', '.join(available())} or pass a YAML file path")
-    text = resources.files("cnnvit").joinpath("configs", f"{name_or_path}.yaml").read_text()
+    text = resources.files("cnnvit").joinpath("configs").joinpath(f"{name_or_path}.yaml"
+                                                                  ).read_text()
     import yaml
 
     return name_or_path, yaml.safe_load(text)

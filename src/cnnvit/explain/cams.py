@@ -99,7 +99,8 @@ def target_layer(model: nn.Module, name: str | None = None,
 
 def _cnn_layers(model: nn.Module) -> list[nn.Module]:
     """The default Grad-CAM layer of a CNN, then the earlier stages to fall back to."""
-    if isinstance(getattr(model, "layer4", None), nn.Sequential) and len(model.layer4):
+    layer4 = getattr(model, "layer4", None)
+    if isinstance(layer4, nn.Sequential) and len(layer4):
         return [_last_child(model, f"layer{i}") for i in (4, 3, 2, 1)]
     feature_info = getattr(model, "feature_info", None)
     stages = [model.get_submodule(f["module"]) for f in reversed(feature_info)
