@@ -16,7 +16,6 @@ from cnnvit.models import (
     build,
     choose_patch_size,
     count_parameters,
-    describe,
     family,
     hub,
     input_normalization,
@@ -85,13 +84,37 @@ def test_resnet18_torchvision_in_chans() -> None:
     assert model.cnnvit_weights_report == []
 
 
+# the same architecture with fewer blocks (quicker to initialise), its family and its parameter
+# count for 5 classes and 1 channel: ViT-B/16 with 1 block ≈ 12·768² + patch and position
+# embeddings; ViT-S/16 ≈ 12·384² + ...; EfficientNet-B0 = 5.3 M less 995 of its 1000 1280-wide
+# classifier rows; Swin-T with 1 block per stage ≈ 11 M
+_FAST_PRESETS = {
+    "vit_base_patch16_224": ({"depth": 1}, "vit", (7.0e6, 7.6e6)),
+    "vit_small_patch16_224": ({"depth": 1}, "vit", (1.7e6, 2.0e6)),
+    "efficientnet_b0": ({}, "cnn", (3.9e6, 4.1e6)),
+    "swin_tiny_patch4_window7_224": ({"depths": (1, 1, 1, 1)}, "vit", (1.05e7, 1.15e7)),
+}
+
+
 @pytest.mark.parametrize("name", [n for n in PRESETS if n not in
                                   {"resnet18", "resnet18-small", "vit-small-input"}])
 def test_timm_presets_forward_small(name: str) -> None:
-    # the same architecture with fewer blocks: quicker to initialise
-    fast = {"vit": {"depth": 1}, "swin": {"depths": (1, 1, 1, 1)}}.get(name.split("_")[0], {})
+    fast, fam, (low, high) = _FAST_PRESETS[name]
+    torch.manual_seed(0)
     model = build(name, num_classes=5, in_chans=1, image_size=32, **fast)
-    assert _out(model, 1, 32) == (2, 5)
+    assert family(name) == fam and model.cnnvit_family == fam
+    assert low < count_parameters(model) < high, count_parameters(model)
+    model.eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), model(torch.flip(x, dims=(0,)))
+    assert a.shape == (2, 5) and torch.isfinite(a).all()
+    assert not torch.allclose(a[0], a[1]) and torch.allclose(b, torch.flip(a, dims=(0,)), atol=1e-5)
+    model.train()
+    model(x).logsumexp(1).sum().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in (params[0], params[-1]):   # the input conv / patch embedding and the classifier
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 
 
 def test_other_timm_and_torchvision_names() -> None:
@@ -116,14 +139,13 @@ def test_family() -> None:
     assert build("vit-small-input", 3, image_size=8).cnnvit_family == "vit"
 
 
-def test_describe_and_presets() -> None:
+def test_presets() -> None:
     assert set(PRESETS) >= {"resnet18", "resnet18-small", "vit-small-input", "efficientnet_b0",
                             "vit_base_patch16_224", "vit_small_patch16_224",
                             "swin_tiny_patch4_window7_224"}
-    for name in PRESETS:
-        line = describe(name)
-        assert line.startswith(name) and "\n" not in line
-    assert "timm" in describe("resnet10t") and "torchvision" in describe("tv:resnet50")
+    for name, text in PRESETS.items():
+        assert text and "\n" not in text
+        assert family(name) == ("vit" if "vit" in name or "swin" in name else "cnn")
 
 
 def test_unknown_name_suggests() -> None:
@@ -144,12 +166,16 @@ def test_bad_arguments() -> None:
 
 
 def test_input_normalization() -> None:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     assert input_normalization("resnet18-small", True) is None
     assert input_normalization("resnet18", False) is None
     assert input_normalization("resnet18", True) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert input_normalization("tv:resnet50", True) == (IMAGENET_DEFAULT_MEAN,
+                                                        IMAGENET_DEFAULT_STD)
     assert input_normalization("vit_base_patch16_224", True) == ((0.5,) * 3, (0.5,) * 3)
-    mean, std = input_normalization("resnet18", True, in_chans=1)
-    assert mean == pytest.approx((0.449,)) and len(std) == 1
+    assert input_normalization("timm:resnet10t", True) == (IMAGENET_DEFAULT_MEAN,
+                                                           IMAGENET_DEFAULT_STD)
 
 
 # ---------------------------------------------------------------- pretrained, offline
@@ -162,12 +188,19 @@ def no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub, "reachable", probe)
 
 
-def test_pretrained_timm_offline_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                       no_probe: None) -> None:
+@pytest.fixture
+def empty_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Empty huggingface_hub and torch.hub caches under tmp_path (returned: the HF cache)."""
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    return tmp_path / "hf"
+
+
+def test_pretrained_timm_offline_error(monkeypatch: pytest.MonkeyPatch, empty_caches: Path,
+                                       no_probe: None) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # empty cache
     start = time.monotonic()
     with pytest.raises(CnnvitError) as err:
         build("vit_small_patch16_224", 10, pretrained=True)
@@ -176,6 +209,66 @@ def test_pretrained_timm_offline_error(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert msg.startswith("cannot download pretrained weights for vit_small_patch16_224 (")
     assert "huggingface.co/timm/vit_small_patch16_224" in msg and "no network" in msg
     assert "--weights PATH" in msg and "\n" not in msg and err.value.code == 2
+
+
+def test_pretrained_timm_unreachable_host_error(monkeypatch: pytest.MonkeyPatch,
+                                                empty_caches: Path) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("CNNVIT_OFFLINE", raising=False)
+    probed: list[str] = []
+    monkeypatch.setattr(hub, "reachable", lambda url, timeout=3.0: probed.append(url) or False)
+    with pytest.raises(CnnvitError, match="no network"):
+        build("resnet10t", 3, pretrained=True)
+    assert probed == ["https://huggingface.co/timm/resnet10t.c3_in1k"]
+
+
+def test_pretrained_timm_download_failure_is_no_network(monkeypatch: pytest.MonkeyPatch,
+                                                        empty_caches: Path) -> None:
+    # the host "answers" but the download fails: huggingface_hub's own download (as timm calls
+    # it) raises at once, as a refused connection would after huggingface_hub's retries
+    import timm.models._hub
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("connection refused")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("CNNVIT_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", refused)
+    with pytest.raises(CnnvitError) as err:
+        build("resnet10t", 3, pretrained=True)
+    assert err.value.message.startswith("cannot download pretrained weights for resnet10t (")
+    assert "no network" in err.value.message and isinstance(err.value.__cause__, Exception)
+
+
+def test_pretrained_timm_from_hf_cache_without_network(
+        monkeypatch: pytest.MonkeyPatch, empty_caches: Path, no_probe: None) -> None:
+    """Weights in huggingface_hub's cache layout are loaded by timm from the file itself."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    published = timm.create_model("resnet10t").state_dict()   # 1000 classes, RGB
+    repo = empty_caches / "models--timm--resnet10t.c3_in1k"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in published.items()},
+              str(snapshot / "model.safetensors"))
+    # no network: HF_HUB_OFFLINE=1 and every connection refused (conftest), no probe (no_probe)
+    assert hub.timm_weights("resnet10t").cached == snapshot / "model.safetensors"
+    model = build("resnet10t", 4, pretrained=True)
+    got = model.state_dict()
+    assert got.keys() == published.keys()
+    for key, value in published.items():
+        if key.startswith("fc."):
+            assert got[key].shape[0] == 4              # a new head for 4 classes
+        else:
+            assert torch.equal(got[key], value), key
+    report = model.cnnvit_weights_report
+    assert report == ["pretrained weights from https://huggingface.co/timm/resnet10t.c3_in1k "
+                      f"(local copy {snapshot / 'model.safetensors'})"]
 
 
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, loader) -> None:

@@ -1,17 +1,19 @@
 """Models: the presets, any timm name and `tv:<torchvision name>`, from scratch or with weights.
 
     build(name, num_classes, in_chans=3, image_size=224, pretrained=False, weights=None, **kw)
-    family(name_or_model) -> "cnn" | "vit"      describe(name) -> one line
-    count_parameters(model) -> int              PRESETS: name -> description
-    input_normalization(name, pretrained_or_weights) -> (mean, std) | None
+    family(name_or_model) -> "cnn" | "vit"   (from the model's structure: `structure.is_vit`)
+    count_parameters(model) -> int           PRESETS: name -> description
+    input_normalization(name, pretrained_or_weights) -> RGB (mean, std) | None
     load_weights(model, path, name) -> list[str]   (what was adapted)
+
+Published weights come from the local caches (huggingface_hub, torch.hub) without network
+access, else are downloaded when the network answers (`hub`).
 """
 
 from cnnvit.models.registry import (
     PRESETS,
     build,
     count_parameters,
-    describe,
     family,
     input_normalization,
 )
@@ -23,7 +25,6 @@ __all__ = [
     "build",
     "choose_patch_size",
     "count_parameters",
-    "describe",
     "family",
     "input_normalization",
     "load_weights",

@@ -6,12 +6,11 @@ the network answers, otherwise one clear error that says where to get them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -22,6 +21,8 @@ T = TypeVar("T")
 
 _NETWORK_MODULES = {"huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "urllib"}
 _PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+# the file timm's `load_state_dict_from_hf` asks the hub for when the config names none
+_HF_WEIGHTS_NAME = "pytorch_model.bin"
 
 
 def no_network_error(name: str, source: str) -> CnnvitError:
@@ -63,86 +64,78 @@ def is_download_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in _NETWORK_MODULES
 
 
-@contextlib.contextmanager
-def hf_offline() -> Iterator[None]:
-    """Force huggingface_hub into offline mode (cache only) for the duration of the block."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - timm then downloads by URL
-        yield
-        return
-    old = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = old
+def download(name: str, source: str, load: Callable[[], T]) -> T:
+    """Run `load`, which downloads `source`: a CnnvitError, not a hang, when there is no network.
 
-
-def _hf_endpoint() -> str:
-    try:
-        from huggingface_hub import constants
-        return str(constants.ENDPOINT).rstrip("/")
-    except ImportError:  # pragma: no cover
-        return "https://huggingface.co"
-
-
-def timm_weights_source(model_name: str) -> tuple[str, str]:
-    """(kind, location) of the published weights of a timm model: ("hf-hub", url) or ("url", url).
-
-    Raises CnnvitError when timm publishes no weights for it.
+    Offline (see `offline_env`) or when the host does not answer, `load` is not called; a
+    download error raised by `load` becomes the same error.
     """
-    import timm.models
-
-    cfg = timm.models.get_pretrained_cfg(model_name, allow_unregistered=False)
-    if cfg is None:
-        raise CnnvitError(f"timm publishes no pretrained weights for {model_name}; "
-                          "drop --pretrained or pass --weights PATH")
-    try:
-        from timm.models._builder import _resolve_pretrained_source
-        kind, loc = _resolve_pretrained_source(cfg.to_dict())
-    except Exception:  # private API changed: fall back to the usual preference
-        kind, loc = ("hf-hub", cfg.hf_hub_id) if cfg.hf_hub_id else ("url", cfg.url or "")
-    if isinstance(loc, tuple):
-        loc = "/".join(loc)
-    if kind == "hf-hub" and loc:
-        return "hf-hub", f"{_hf_endpoint()}/{loc}"
-    if kind == "url" and loc:
-        return "url", str(loc)
-    if kind in {"file", "local-dir"} and loc:
-        return kind, str(loc)
-    raise CnnvitError(f"timm publishes no pretrained weights for {model_name}; "
-                      "drop --pretrained or pass --weights PATH")
-
-
-def _url_cached(url: str) -> bool:
-    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
-
-
-def fetch(name: str, kind: str, source: str, load: Callable[[], T]) -> T:
-    """Run `load` (which downloads `source` if needed) without hanging when offline.
-
-    hf-hub sources are first tried cache-only; URL sources are used directly when cached.
-    Otherwise the network is probed first, and any download failure becomes one CnnvitError.
-    """
-    if kind == "hf-hub":
-        try:
-            with hf_offline():
-                return load()
-        except Exception as exc:
-            if not is_download_error(exc):
-                raise
-        need_network = True
-    else:
-        need_network = kind == "url" and not _url_cached(source)
-    if need_network and (offline_env() or not reachable(source)):
+    if offline_env() or not reachable(source):
         raise no_network_error(name, source)
     try:
         return load()
     except Exception as exc:
-        if kind in {"hf-hub", "url"} and is_download_error(exc):
+        if is_download_error(exc):
             raise no_network_error(name, source) from exc
         raise
+
+
+def url_cache_path(url: str) -> Path:
+    """Where torch.hub (and timm, for URL weights) keeps the file downloaded from `url`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+class TimmWeights(NamedTuple):
+    """A timm model's published weights: where from, and the local copy when there is one."""
+
+    source: str
+    cached: Path | None = None
+    custom_load: bool = False  # the cached file is in the model's own format (e.g. JAX .npz)
+
+    def overlay(self) -> dict[str, Any]:
+        """`pretrained_cfg_overlay` that makes timm.create_model load the cached file."""
+        return {"file": str(self.cached), "custom_load": self.custom_load}
+
+
+def _hf_filenames(filename: str) -> list[str]:
+    """The files timm's hub loader tries for `filename`, in its order (safetensors first)."""
+    if filename.endswith(".safetensors"):
+        return [filename]
+    if filename == _HF_WEIGHTS_NAME:
+        return ["model.safetensors", filename]
+    if filename == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", filename]
+    return [filename.removesuffix(".bin") + ".safetensors", filename]
+
+
+def timm_weights(model_name: str) -> TimmWeights:
+    """The published weights of timm model `model_name` (`arch` or `arch.tag`).
+
+    The local copy is looked up in huggingface_hub's cache (the hub files timm would fetch),
+    then in torch.hub's checkpoint directory (URL weights). Raises CnnvitError when timm
+    publishes no weights for the model.
+    """
+    import timm.models
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model_name, allow_unregistered=False)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise CnnvitError(f"timm publishes no pretrained weights for {model_name}; "
+                          "drop --pretrained or pass --weights PATH")
+    if cfg.file:
+        return TimmWeights(str(cfg.file), Path(cfg.file), bool(cfg.custom_load))
+    url = cfg.url[0] if isinstance(cfg.url, tuple) else cfg.url
+    source = str(url)
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        source = f"{str(constants.ENDPOINT).rstrip('/')}/{repo}"
+        for filename in _hf_filenames(cfg.hf_hub_filename or _HF_WEIGHTS_NAME):
+            path = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(path, str):
+                return TimmWeights(source, Path(path), cfg.custom_load == "hf")
+    if url and url_cache_path(url).is_file():
+        return TimmWeights(url, url_cache_path(url), bool(cfg.custom_load))
+    return TimmWeights(source)
 
 
 def torchvision_state_dict(name: str, url: str) -> dict[str, Any]:
@@ -151,7 +144,7 @@ def torchvision_state_dict(name: str, url: str) -> dict[str, Any]:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
                                                   check_hash=True, weights_only=True)
     try:
-        return fetch(name, "url", url, load)
+        return load() if url_cache_path(url).is_file() else download(name, url, load)
     except CnnvitError:
         raise
     except Exception as exc:  # e.g. a corrupt or truncated file in torch.hub's cache

@@ -1,18 +1,21 @@
-"""Model names: the presets, any timm name, `tv:<torchvision name>`; build, describe, classify."""
+"""Model names: the presets, any timm name, `tv:<torchvision name>`; build and classify."""
 
 from __future__ import annotations
 
 import difflib
+import functools
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from cnnvit.errors import CnnvitError
 from cnnvit.models.small import resnet18_small, vit_small_input
+from cnnvit.models.structure import is_vit
 from cnnvit.models.timm_models import build_timm
 from cnnvit.models.tv import build_torchvision, list_names
-from cnnvit.models.weights import load_weights
+from cnnvit.models.weights import load_weights, set_info
 
 PRESETS: dict[str, str] = {
     "resnet18": "torchvision ResNet-18 (7×7 stride-2 stem + max-pool, 11.2 M params); "
@@ -25,18 +28,6 @@ PRESETS: dict[str, str] = {
     "vit_small_patch16_224": "timm ViT-S/16 (22 M params); pretrained: ImageNet-21k → 1k",
     "efficientnet_b0": "timm EfficientNet-B0 (5.3 M params); pretrained: ImageNet-1k",
     "swin_tiny_patch4_window7_224": "timm Swin-T, window 7 (28 M params); pretrained: ImageNet-1k",
-}
-
-# timm / torchvision module names whose models are transformers (attention over patch tokens)
-VIT_MODULES = {
-    "beit", "cait", "coat", "convit", "crossvit", "davit", "deepseek_vit", "deit",
-    "efficientformer", "efficientformer_v2", "efficientvit_mit", "efficientvit_msra", "eva",
-    "gcvit", "gemma4_vit", "hiera", "hieradet_sam2", "iformer", "levit", "maxvit", "maxxvit",
-    "mlp_mixer", "mobilevit", "mvitv2", "naflexvit", "nest", "nextvit", "pit", "pvt_v2",
-    "qwen3_vit", "shvit", "swiftformer", "swin_transformer", "swin_transformer_v2",
-    "swin_transformer_v2_cr", "tiny_vit", "tnt", "twins", "vision_transformer",
-    "vision_transformer_hybrid", "vision_transformer_relpos", "vision_transformer_sam",
-    "vitamin", "volo", "xcit",
 }
 
 _SMALL = {"resnet18-small": "cnn", "vit-small-input": "vit"}
@@ -113,93 +104,70 @@ def build(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
     report = list(getattr(model, "cnnvit_weights_report", []))
     if weights is not None:
         report = load_weights(model, weights, name)
-    model.cnnvit_weights_report = report
-    model.cnnvit_name = name
-    model.cnnvit_family = family(model)
+    set_info(model, cnnvit_weights_report=report, cnnvit_name=name, cnnvit_family=family(model))
     return model
 
 
-def _module_family(module: str) -> str | None:
-    parts = module.split(".")
-    if parts[0] not in {"timm", "torchvision", "cnnvit"}:
-        return None
-    return "vit" if parts[-1] in VIT_MODULES else "cnn"
-
-
 def family(name_or_model: str | nn.Module) -> str:
-    """"vit" for transformer families (ViT, DeiT, Swin, BEiT, ...), "cnn" otherwise."""
+    """"vit" for models built of self-attention over patch tokens (ViT, DeiT, Swin, BEiT, ...),
+    "cnn" otherwise; decided from the model's structure (`structure.is_vit`).
+
+    For a name, the model is built on the meta device (no memory, no initialisation) and the
+    answer is cached.
+    """
     if isinstance(name_or_model, nn.Module):
         known = getattr(name_or_model, "cnnvit_family", None)
         if known in {"cnn", "vit"}:
-            return known
-        fam = _module_family(type(name_or_model).__module__)
-        if fam is not None:
-            return fam
-        return "vit" if hasattr(name_or_model, "patch_embed") else "cnn"
+            return str(known)
+        return "vit" if is_vit(name_or_model) else "cnn"
     kind, base = _resolve(name_or_model)
     if kind == "small":
         return _SMALL[base]
-    if kind == "tv":
-        import torchvision
+    if kind == "timm":
+        import timm.models
 
-        return _module_family(torchvision.models.get_model_builder(base).__module__) or "cnn"
-    import timm
-
-    arch = timm.models.split_model_name_tag(base)[0]
-    return _module_family(timm.models.model_entrypoint(arch).__module__) or "cnn"
+        base = timm.models.split_model_name_tag(base)[0]
+    return _family_of(kind, base)
 
 
-def describe(name: str) -> str:
-    """One line about model `name` for --help and error messages."""
-    if name in PRESETS:
-        return f"{name}: {PRESETS[name]}"
-    import timm
+@functools.cache
+def _family_of(kind: str, base: str) -> str:
+    """family() of a torchvision ("tv") or timm architecture, from a skeleton of it."""
+    def skeleton() -> nn.Module:
+        if kind == "tv":
+            return build_torchvision(base, 1000)
+        return build_timm(base, 1000)
 
-    kind, base = _resolve(name)
-    fam = family(name).upper() if family(name) == "cnn" else "ViT"
-    if kind == "tv":
-        return f"{name}: torchvision {base} ({fam}); pretrained: torchvision's default weights"
-    cfg = timm.models.get_pretrained_cfg(base)
-    tag = f"; pretrained: {cfg.tag or 'default'} weights" if cfg is not None else ""
-    return f"{name}: timm {base} ({fam}){tag}"
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (only those with requires_grad when `trainable_only`)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    try:
+        with torch.device("meta"):
+            model = skeleton()
+    except Exception:  # builders that compute with tensors (torchvision's RegNets)
+        model = skeleton()
+    return "vit" if is_vit(model) else "cnn"
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
 
 
-def input_normalization(name: str, pretrained_or_weights: bool,
-                        in_chans: int = 3) -> tuple[tuple, tuple] | None:
-    """(mean, std) the published weights of `name` expect, or None (use the dataset's statistics).
+def input_normalization(name: str, pretrained_or_weights: bool
+                        ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """RGB (mean, std) the published weights of `name` expect, or None (use the dataset's).
 
     None when the model starts from scratch or has no published weights (the small presets).
-    timm models: their pretrained_cfg; torchvision: ImageNet. For `in_chans` != 3 the values are
-    averaged (1 channel) or repeated, matching how input convs are adapted.
+    timm models: their pretrained_cfg; torchvision: ImageNet's. The caller fits the three
+    values to its channel count.
     """
     if not pretrained_or_weights:
         return None
     kind, base = _resolve(name)
     if kind == "small":
         return None
-    import timm
+    import timm.data
+    import timm.models
 
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if kind == "timm":
-        cfg = timm.models.get_pretrained_cfg(base)
-        if cfg is not None and cfg.mean and cfg.std:
-            mean, std = tuple(cfg.mean), tuple(cfg.std)
-    return _per_channel(mean, in_chans), _per_channel(std, in_chans)
-
-
-def _per_channel(values: tuple, in_chans: int) -> tuple:
-    values = tuple(float(v) for v in values)
-    if in_chans == len(values):
-        return values
-    if in_chans == 1:
-        return (sum(values) / len(values),)
-    return tuple(values[i % len(values)] for i in range(in_chans))
+    cfg = timm.models.get_pretrained_cfg(base) if kind == "timm" else None
+    if cfg is not None and cfg.mean and cfg.std:
+        return tuple(map(float, cfg.mean)), tuple(map(float, cfg.std))
+    return timm.data.IMAGENET_DEFAULT_MEAN, timm.data.IMAGENET_DEFAULT_STD

@@ -87,6 +87,6 @@ def vit_small_input(num_classes: int, in_chans: int = 3, image_size: int = 32,
         img_size=image_size, patch_size=patch, in_chans=in_chans, num_classes=num_classes,
         embed_dim=width, depth=int(cfg["depth"]), num_heads=heads,
         mlp_ratio=float(cfg["mlp_ratio"]), qkv_bias=True, class_token=True,
-        global_pool=str(cfg["global_pool"]), drop_rate=float(cfg["drop_rate"]),
+        global_pool=cfg["global_pool"], drop_rate=float(cfg["drop_rate"]),
         drop_path_rate=float(cfg["drop_path_rate"]),
     )

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from cnnvit.errors import CnnvitError
 from cnnvit.models import hub
+from cnnvit.models.weights import set_info
 
 
 def _create(name: str, pretrained: bool, image_size: int, **kwargs: Any) -> nn.Module:
@@ -26,23 +27,28 @@ def build_timm(name: str, num_classes: int, in_chans: int = 3, image_size: int =
                pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """timm model `name` for `num_classes` classes, `in_chans` channels, `image_size` px inputs.
 
-    `pretrained` takes timm's published weights from the cache or the network (never hanging
-    offline); timm adapts the head, the input conv and the position embeddings itself.
+    `pretrained` takes timm's published weights from the local cache (no network), else
+    downloads them when the network answers (see `hub`); timm adapts the head, the input conv
+    and the position embeddings itself.
     """
-    def create() -> nn.Module:
+    def create(**extra: Any) -> nn.Module:
         return _create(name, pretrained, image_size, num_classes=num_classes,
-                       in_chans=in_chans, **kwargs)
+                       in_chans=in_chans, **kwargs, **extra)
 
     try:
         if not pretrained:
             return create()
-        kind, source = hub.timm_weights_source(name)
-        model = hub.fetch(name, kind, source, create)
+        weights = hub.timm_weights(name)
+        if weights.cached is not None:
+            model = create(pretrained_cfg_overlay=weights.overlay())
+        else:
+            model = hub.download(name, weights.source, create)
     except CnnvitError:
         raise
     except Exception as exc:
         raise CnnvitError(f"cannot build timm model {name} for {image_size} px images with "
                           f"{in_chans} channel(s) and {num_classes} classes: "
                           f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
-    model.cnnvit_weights_report = [f"pretrained weights from {source}"]
+    cached = f" (local copy {weights.cached})" if weights.cached is not None else ""
+    set_info(model, cnnvit_weights_report=[f"pretrained weights from {weights.source}{cached}"])
     return model

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from cnnvit.errors import CnnvitError
 from cnnvit.models import hub
-from cnnvit.models.weights import first_conv_names, fit_state_dict
+from cnnvit.models.weights import first_conv_names, fit_state_dict, set_info
 
 _NO_AUX = {"inception_v3", "googlenet"}
 
@@ -63,7 +63,7 @@ def build_torchvision(name: str, num_classes: int, in_chans: int = 3, image_size
     if pretrained:
         url = _weights_url(name, display_name)
         state = hub.torchvision_state_dict(display_name, url)
-        model.cnnvit_weights_report = fit_state_dict(model, state, display_name, url)
+        set_info(model, cnnvit_weights_report=fit_state_dict(model, state, display_name, url))
     return model
 
 

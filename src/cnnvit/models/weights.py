@@ -149,7 +149,9 @@ def _adapt_input_convs(model: nn.Module, sd: StateDict, msd: StateDict) -> list[
 
 def _prefix_tokens(model: nn.Module, n_file: int, n_model: int) -> int | None:
     if hasattr(model, "num_prefix_tokens") and hasattr(model, "patch_embed"):
-        return 0 if getattr(model, "no_embed_class", False) else int(model.num_prefix_tokens)
+        if getattr(model, "no_embed_class", False):
+            return 0
+        return int(getattr(model, "num_prefix_tokens", 0))
     for p in range(0, 9):
         if _is_square(n_file - p) and _is_square(n_model - p):
             return p
@@ -248,5 +250,11 @@ def load_weights(model: nn.Module, path: str | Path, name: str) -> list[str]:
     The report is also stored as `model.cnnvit_weights_report`.
     """
     report = fit_state_dict(model, read_state_dict(path), name, str(path))
-    model.cnnvit_weights_report = report
+    set_info(model, cnnvit_weights_report=report)
     return report
+
+
+def set_info(model: nn.Module, **info: Any) -> None:
+    """Set cnnvit's plain attributes on `model` (cnnvit_weights_report, cnnvit_family, ...)."""
+    for key, value in info.items():
+        setattr(model, key, value)
