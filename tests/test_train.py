@@ -123,6 +123,7 @@ def test_resume_extends_a_finished_run_with_a_new_lr(tmp_path, capsys):
     cfg, _ = ModelDir(out).read_config()
     assert cfg.epochs == 3 and cfg.lr == 1e-4
     assert "extending from epoch 2 to 3" in (out / "train.log").read_text()
+    assert list(hist["phase_start"]) == [0, 0, 2]  # the extension's schedule began after 2
     assert main(["train", "--out", str(out), "--resume", "--set", "optimizer=sgd",
                  "--quiet"]) == 2
     assert "cannot resume" in capsys.readouterr().err

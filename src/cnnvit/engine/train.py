@@ -304,7 +304,8 @@ def _record(progress: Progress, epoch: int, train: dict[str, Any], val: dict[str
         "val_accuracy": val["accuracy"], "val_f1_macro": val["f1_macro"],
         "val_auc_macro": val["auc_macro"], "val_ece": val["ece"],
         "seconds": round(train["seconds"], 3),
-        "train_images_per_s": round(train["images_per_s"], 1), "best": improved})
+        "train_images_per_s": round(train["images_per_s"], 1), "best": improved,
+        "phase_start": progress.phase_start})
     progress.epoch = epoch + 1
     progress.train_seconds += train["seconds"]
     if improved:
