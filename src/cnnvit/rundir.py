@@ -10,6 +10,7 @@ summary.json. Every stage that reads or writes these goes through `RunDir` and `
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +20,46 @@ from typing import Any
 from cnnvit import config
 from cnnvit.config import Config
 from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_json, read_json
+from cnnvit.io import atomic_write_json, atomic_write_text, read_json
 
 MODES = ("full", "reduced")
+ARTIFACTS_FILE = "ARTIFACTS.md"
+GROUP_ABOVE = 4  # more files than this of one kind in one folder are listed as one row
+# What each file of a run is: (glob pattern relative to DIR, description). Model files are
+# matched relative to their model directory (`models/<name>[/seed_<n>]/`).
+RUN_FILES = {
+    "manifest.json": "versions, git commit, device, data and md5, seeds, every resolved "
+                     "config, stage timings, mode",
+    "logs/run_*.log": "the lines `cnnvit run` printed, one file per invocation",
+    ARTIFACTS_FILE: "this index",
+    "results/final_comparison.csv": "every metric, val and test, with parameters, FLOPs, time, "
+                                    "throughput and memory: one row per model × seed × split",
+    "results/per_class.csv": "precision, recall, F1, accuracy, support and AUC per class",
+    "results/per_class_accuracy.csv": "test accuracy per class: classes × models",
+    "results/seed_summary.csv": "mean, std, min and max over seeds per model, split and metric",
+    "results/statistics.*": "confidence intervals, paired tests and seed statistics",
+    "results/summary.md": "the comparison in words, generated from the numbers",
+    "explain/samples.csv": "the samples every model explains (seeded, shared)",
+    "explain/options.json": "the options the explanations were made with",
+    "explain/faithfulness*.csv": "deletion and insertion scores per sample (and curves), "
+                                 "with a random-map baseline",
+    "explain/sanity.csv": "the model-randomisation check of each model's maps",
+    "explain/gallery_*.png": "input and each model's map side by side, per class or errors",
+    "explain/*/index.csv": "one row per overlay of that model",
+    "explain/*/*.png": "one sample's map over the image (true and predicted class in the name)",
+    "figures/*": "a figure drawn from the files above (`cnnvit plot` redraws it)",
+    "report/report.*": "the study report",
+}
+MODEL_FILES = {
+    "config.yaml": "the resolved config and derived facts: enough to reproduce the model",
+    "history.csv": "one row per epoch: lr, train and val loss and metrics, time, images/s",
+    "checkpoints/best.pt": "weights of the best epoch by the selection metric",
+    "checkpoints/last.pt": "weights, optimizer and progress of the last epoch (for resume)",
+    "metrics_*.json": "every metric of the best checkpoint on that split",
+    "predictions_*.csv": "per sample: label, prediction and class probabilities",
+    "train.log": "the training log",
+    "summary.json": "what the model is and cost: written last, once training finished",
+}
 REDUCED_DIR = "reduced"  # `--reduced` writes DIR/reduced/, never over a full run's files
 _SEED_DIR = re.compile(r"seed_(\d+)")
 
@@ -148,3 +186,50 @@ class RunDir:
         if mode not in MODES:
             raise CnnvitError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         return mode
+
+    def artifacts(self) -> list[tuple[str, str]]:
+        """(path relative to DIR, what it is) for every file of the run, sorted by path."""
+        index = []
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.root).as_posix()
+            if any(part.startswith(".") for part in path.relative_to(self.root).parts):
+                continue  # checksum caches and temporary files
+            index.append((rel, describe_file(rel)))
+        return index
+
+    def write_artifact_index(self) -> Path:
+        """Write DIR/ARTIFACTS.md: a table of every file of the run and what it is."""
+        groups: dict[tuple[str, str, str], list[str]] = {}  # (folder, suffix, what) -> files
+        for rel, what in self.artifacts():
+            if rel != ARTIFACTS_FILE:
+                folder, _, name = rel.rpartition("/")
+                groups.setdefault((folder, Path(name).suffix, what), []).append(rel)
+        rows = []
+        for (folder, suffix, what), files in groups.items():  # many alike files: one row
+            many = len(files) > GROUP_ABOVE
+            rows.append((f"{folder}/*{suffix}" if many else files[0],
+                         f"{what} ({len(files)} files)" if many else what))
+            rows += [(rel, what) for rel in files[1:] if not many]
+        lines = ["# Artifacts", "", f"Every file of this run ({self.mode()} mode) and what it "
+                 "is, generated from the run directory.", "", "| file | what it is |",
+                 "|---|---|", f"| `{ARTIFACTS_FILE}` | {RUN_FILES[ARTIFACTS_FILE]} |",
+                 *(f"| `{_cell(rel)}` | {what} |" for rel, what in sorted(rows))]
+        atomic_write_text(self.root / ARTIFACTS_FILE, "\n".join(lines) + "\n")
+        return self.root / ARTIFACTS_FILE
+
+
+def describe_file(rel: str) -> str:
+    """What the file at `rel` (relative to a run directory) is, from the tables above."""
+    parts = rel.split("/")
+    if parts[0] == "models" and len(parts) > 2:
+        inner = parts[3:] if _SEED_DIR.fullmatch(parts[2]) and len(parts) > 3 else parts[2:]
+        match = next((what for pattern, what in MODEL_FILES.items()
+                      if fnmatch.fnmatchcase("/".join(inner), pattern)), None)
+        return match or "not a cnnvit artifact"
+    return next((what for pattern, what in RUN_FILES.items()
+                 if fnmatch.fnmatchcase(rel, pattern)), "not a cnnvit artifact")
+
+
+def _cell(text: str) -> str:
+    """`text` safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
