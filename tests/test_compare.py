@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ VIT_TEST = {"accuracy": 0.961, "f1_macro": 0.957, "auc_macro": 0.9962, "loss": 0
 CNN_COST = {"parameters": 11_170_000, "flops_per_image": 557_000_000, "train_seconds": 420.0}
 VIT_COST = {"parameters": 203_000, "flops_per_image": 68_000_000, "train_seconds": 247.0}
 SEED_SHIFT = {1: 0.0, 2: -0.004, 3: 0.003}
+VIT_SEED_SHIFT = {1: 0.0, 2: 0.002, 3: -0.003}  # so the per-seed differences vary
+N_TEST = 1000  # test images: every accuracy above is a whole number of them
 
 
 def metrics_json(split: str, arch: str, top: dict, synthetic: bool = False) -> dict:
@@ -30,7 +33,7 @@ def metrics_json(split: str, arch: str, top: dict, synthetic: bool = False) -> d
     acc = top["accuracy"] + up
     per_class_acc = [acc - 0.02, acc + 0.01, acc + 0.005]
     return {
-        "task": "multi-class", "n": 300, "num_classes": 3, "accuracy": acc,
+        "task": "multi-class", "n": N_TEST, "num_classes": 3, "accuracy": acc,
         "balanced_accuracy": acc - 0.003, "precision_macro": acc - 0.001,
         "recall_macro": acc - 0.002, "f1_macro": top["f1_macro"] + up,
         "precision_micro": acc, "recall_micro": acc, "f1_micro": acc,
@@ -47,8 +50,25 @@ def metrics_json(split: str, arch: str, top: dict, synthetic: bool = False) -> d
     }
 
 
+def predictions(accuracy: float, key: str, n: int = N_TEST) -> pd.DataFrame:
+    """A predictions_test.csv with exactly `accuracy` × n correct; `key` seeds which are wrong
+    (a wrong prediction is the next class, with 0.5–0.8 of the probability)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    labels = np.arange(n) % len(CLASSES)
+    wrong = np.zeros(n, bool)
+    wrong[rng.choice(n, n - round(accuracy * n), replace=False)] = True
+    pred = np.where(wrong, (labels + 1) % len(CLASSES), labels)
+    top = np.where(wrong, rng.uniform(0.5, 0.8, n), rng.uniform(0.55, 1.0, n))
+    probs = np.tile(((1 - top) / 2)[:, None], (1, len(CLASSES)))
+    probs[np.arange(n), pred] = top
+    df = pd.DataFrame({"index": np.arange(n), "label": labels, "prediction": pred})
+    return df.join(pd.DataFrame(probs, columns=[f"prob_{j}" for j in range(len(CLASSES))]))
+
+
 def write_model(path: Path, arch: str, top: dict, cost: dict, synthetic: bool = False) -> None:
     path.mkdir(parents=True)
+    predictions(top["accuracy"], f"{arch}/{top['accuracy']}").to_csv(
+        path / "predictions_test.csv", index=False)
     for split in ("val", "test"):
         (path / f"metrics_{split}.json").write_text(
             json.dumps(metrics_json(split, arch, top, synthetic)))
@@ -64,11 +84,12 @@ def write_model(path: Path, arch: str, top: dict, cost: dict, synthetic: bool = 
 def make_run(root: Path, cnn: dict = CNN_TEST, vit: dict = VIT_TEST, seeds: tuple = (),
              synthetic: bool = False) -> Path:
     """Two models (flat, or one `seed_<n>` dir per seed with shifted scores)."""
-    for arch, top, cost in ((CNN, cnn, CNN_COST), (VIT, vit, VIT_COST)):
+    for arch, top, cost, shift in ((CNN, cnn, CNN_COST, SEED_SHIFT),
+                                   (VIT, vit, VIT_COST, VIT_SEED_SHIFT)):
         if not seeds:
             write_model(root / "models" / arch, arch, top, cost, synthetic)
         for s in seeds:
-            shifted = {**top, "accuracy": top["accuracy"] + SEED_SHIFT[s]}
+            shifted = {**top, "accuracy": top["accuracy"] + shift[s]}
             write_model(root / "models" / arch / f"seed_{s}", arch, shifted,
                         {**cost, "train_seconds": cost["train_seconds"] + s}, synthetic)
     return root
@@ -78,18 +99,21 @@ def load(path: Path, split: str = "test", model: str = CNN) -> dict:
     return json.loads((path / "models" / model / f"metrics_{split}.json").read_text())
 
 
-def stronger(text: str, label: str) -> str:
-    """The model named bold on the summary's stronger-model line for `label`."""
-    match = re.search(rf"^- {re.escape(label)} \((?:higher|lower) is better\): \*\*(\S+)\*\*",
-                      text, re.M)
-    assert match, f"no stronger-model line for {label}"
-    return match.group(1)
+def stronger(text: str, label: str) -> str | None:
+    """The model the summary's primary-metric line for `label` names better (bold), or None
+    when that line finds no significant difference."""
+    match = re.search(rf"^- {re.escape(label)} \((?:higher|lower) is better\): (.*)$", text, re.M)
+    assert match, f"no primary-metric line for {label}"
+    bold = re.search(r"\*\*(\S+)\*\*", match.group(1))
+    assert bold or "no significant difference" in match.group(1), match.group(1)
+    return bold.group(1) if bold else None
 
 
 def test_final_comparison_rows_columns_values(tmp_path):
     run = make_run(tmp_path)
     paths = compare(run)
-    assert set(paths) == {"final_comparison", "per_class", "per_class_accuracy", "summary"}
+    assert set(paths) == {"final_comparison", "per_class", "per_class_accuracy", "statistics_csv",
+                          "statistics_json", "summary"}
     assert all(p.is_file() and p.parent == run / "results" for p in paths.values())
     df = pd.read_csv(paths["final_comparison"])
     assert list(df.columns[:5]) == ["model", "seed", "split", "primary", "mode"]
@@ -179,21 +203,36 @@ def test_stale_seed_summary_removed(tmp_path):
 
 def test_summary_stronger_model_follows_numbers(tmp_path):
     text = compare(make_run(tmp_path / "a"))["summary"].read_text()
-    for label in ("Accuracy", "Macro F1", "Macro AUC", "Loss", "ECE"):
+    for label in ("Accuracy", "Macro F1"):  # 2.5 pp on 1,000 images: significant
         assert stronger(text, label) == CNN
-    assert "**resnet18-small** 0.9860 vs vit-small-input 0.9610, margin 0.0250" in text
-    assert "**resnet18-small** 0.0520 vs vit-small-input 0.1210, margin 0.0690" in text
+    assert ("- Accuracy (higher is better): resnet18-small 0.9860 vs vit-small-input 0.9610: "
+            "**resnet18-small** is more accurate than vit-small-input (+2.5 pp, 95 % CI [") in text
+    assert ("McNemar p < 0.001); resnet18-small has 55× the parameters and 8.2× the FLOPs per "
+            "image of vit-small-input.") in text
+    assert "⚠ resnet18-small and vit-small-input differ more than 4× in size" in text
     assert ("vit-small-input reaches 0.9610 test accuracy vs 0.9860 for resnet18-small, with "
             "55× fewer parameters, 8.2× fewer FLOPs per image and 1.7× less training time.") in text
     assert "# Comparison summary (full mode)" in text and "SYNTHETIC" not in text
+    assert "stronger" not in text.lower()
 
     swapped = compare(make_run(tmp_path / "b", cnn=VIT_TEST, vit=CNN_TEST))["summary"]
     text = swapped.read_text()
-    for label in ("Accuracy", "Macro F1", "Macro AUC", "Loss", "ECE"):
+    for label in ("Accuracy", "Macro F1"):
         assert stronger(text, label) == VIT
     assert ("resnet18-small reaches 0.9610 test accuracy vs 0.9860 for vit-small-input, with "
             "55× more parameters, 8.2× more FLOPs per image and 1.7× more training time; "
             "vit-small-input is more accurate at no extra cost.") in text
+
+
+def test_summary_names_no_winner_without_significance(tmp_path):
+    close = {**CNN_TEST, "accuracy": 0.963}  # 0.2 pp apart: McNemar cannot tell them apart
+    text = compare(make_run(tmp_path, cnn=close))["summary"].read_text()
+    assert stronger(text, "Accuracy") is None
+    assert ("- Accuracy (higher is better): resnet18-small 0.9630 vs vit-small-input 0.9610: no "
+            "significant difference in accuracy between resnet18-small and vit-small-input "
+            "(+0.2 pp, 95 % CI [") in text
+    assert "more accurate" not in text
+    assert "the accuracy difference is not significant." in text
 
 
 def test_summary_tables_and_formatting(tmp_path):
