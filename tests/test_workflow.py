@@ -54,6 +54,11 @@ def test_quickstart_end_to_end_and_rerun_skips_finished_models(tmp_path, capsys)
     summary = (out / "results" / "summary.md").read_text()
     assert "resnet18-small" in summary and "vit-small-input" in summary
     assert (out / "results" / "per_class.csv").is_file()
+    index = (out / "ARTIFACTS.md").read_text()  # every file of the run, and what it is
+    for rel in ("manifest.json", "models/resnet18-small/config.yaml", "results/summary.md",
+                "results/statistics.json"):
+        assert f"| `{rel}` |" in index
+    assert "not a cnnvit artifact" not in index
 
     mtime = (out / "models" / "resnet18-small" / "history.csv").stat().st_mtime
     assert main([*QUICK, "--out", str(out)]) == 0

@@ -13,6 +13,7 @@ from typing import Any
 from cnnvit import __version__
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.methods import METHODS
+from cnnvit.plots import FORMATS, KINDS, SPLITS
 from cnnvit.rundir import MODES
 
 # flag → config key, for the flags every training-like command accepts
@@ -205,6 +206,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from cnnvit.plots.render import plot
+
+    paths = plot(args.run_dir, args.kind, model=args.model, split=args.split,
+                 normalize=args.normalize, fmt=args.format)
+    print(f"{len(paths)} figures in {paths[0].parent}" if paths else "no figures drawn")
+    return 0
+
+
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
              examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
     """A sub-command parser with its help, description and examples, calling `func`."""
@@ -232,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "and Vision Transformers on small-image classification.")
     parser.add_argument("--version", action="version", version=f"cnnvit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_train_parser, _run_parser, _explain_parser, _compare_parser,
+    for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
                 _evaluate_parser, _data_parser, _bench_parser):
         add(sub)
     return parser
@@ -306,6 +316,25 @@ def _compare_parser(sub: Any) -> None:
                  ["cnnvit compare runs/quick"])
     p.add_argument("run_dir")
     p.add_argument("--mode", default=None, choices=MODES)
+
+
+def _plot_parser(sub: Any) -> None:
+    p = _command(sub, "plot", _cmd_plot, "draw a run directory's figures from its files", [
+        "cnnvit plot all runs/quick",
+        "cnnvit plot confusion runs/quick --split test --normalize",
+        "cnnvit plot roc runs/quick --model vit-small-input --format pdf",
+    ], "Draw figures into DIR/figures/ from the files the run wrote (no model, no GPU):\n"
+       "training curves, confusion matrices, ROC curves, reliability diagrams, accuracy\n"
+       "against cost, deletion/insertion curves, metric bars; the same files give the same "
+       "bytes.")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("run_dir")
+    p.add_argument("--model", default=None, help="only this model's figures")
+    p.add_argument("--split", default=None, choices=SPLITS, help="this split (default: test; "
+                   "val and test for confusion matrices)")
+    p.add_argument("--normalize", action="store_true", help="only the row-normalised "
+                   "confusion matrices")
+    p.add_argument("--format", default="png", choices=FORMATS)
 
 
 def _evaluate_parser(sub: Any) -> None:

@@ -1,9 +1,10 @@
 """`cnnvit run`: the staged comparison study, resumable, timed and recorded.
 
-Stages: data → train (every model × seed) → evaluate → explain → compare. Each stage logs its
-start and duration to stdout and `DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records
-versions, device, data, configs and stage timings. Re-running the same command continues:
-finished models are kept (unless `force`), interrupted ones resume from their last checkpoint.
+Stages: data → train (every model × seed) → evaluate → explain → compare → figures, then
+`DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and duration to stdout and
+`DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records versions, device, data, configs
+and stage timings. Re-running the same command continues: finished models are kept (unless
+`force`), interrupted ones resume from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -236,6 +237,13 @@ class Study:
         for name, path in paths.items():
             self.log.info(f"  {name}: {path}")
 
+    def stage_figures(self) -> None:
+        from cnnvit.plots.render import plot
+
+        paths = plot(self.root, log=self.log.info)
+        if paths:
+            self.log.info(f"  figures: {len(paths)} files in {paths[0].parent}")
+
     def run(self) -> Path:
         """Run every stage in order; returns the run directory."""
         t0 = time.perf_counter()
@@ -252,6 +260,9 @@ class Study:
                 self.stage_explain()
         with self.stage("compare"):
             self.stage_compare()
+        with self.stage("figures"):
+            self.stage_figures()
+        self.log.info(f"  artifact index: {self.run_dir.write_artifact_index()}")
         total = time.perf_counter() - t0
         self.manifest["finished"] = datetime.now().isoformat(timespec="seconds")
         self.manifest["total_seconds"] = round(total, 3)

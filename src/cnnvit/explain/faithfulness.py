@@ -103,6 +103,15 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     }
 
 
+def mean_curves(result: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """The mean over the samples of `deletion_insertion`'s curves: one row per step with
+    `fraction`, `deletion` and `insertion` (the figures draw these)."""
+    deletion = result["deletion_curve"].mean(axis=0)
+    insertion = result["insertion_curve"].mean(axis=0)
+    return [{"fraction": float(f), "deletion": float(d), "insertion": float(i)}
+            for f, d, i in zip(result["fractions"], deletion, insertion, strict=True)]
+
+
 def random_maps(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """Uninformative baseline maps: i.i.d. uniform [0, 1) per pixel, N×H×W float32, seeded."""
     generator = torch.Generator().manual_seed(seed)

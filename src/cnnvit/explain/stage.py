@@ -7,7 +7,8 @@ Writes, under `DIR/explain/`:
 - `gallery_class_<k>.png` (rows = samples, columns = input | each model) and
   `gallery_errors.png`;
 - `faithfulness.csv`: deletion / insertion areas per sample, model and method, and for a
-  random map as the baseline; `sanity.csv`: the model-randomisation check.
+  random map as the baseline; `faithfulness_curves.csv`: the mean deletion / insertion curve
+  (model, method, fraction, deletion, insertion); `sanity.csv`: the model-randomisation check.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from cnnvit.engine.runtime import amp_dtype
 from cnnvit.engine.setup import Setup, data_size
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.cams import explain
-from cnnvit.explain.faithfulness import deletion_insertion, random_maps, road_scores
+from cnnvit.explain.faithfulness import deletion_insertion, mean_curves, random_maps, road_scores
 from cnnvit.explain.figures import OverlayWriter, gallery
 from cnnvit.explain.sanity import randomization_check
 from cnnvit.io import atomic_write_csv
@@ -124,12 +125,13 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
     subset = Split(dataset[split].images[idx], labels[idx])
     class_names = list(dataset.info.class_names)
     results: dict[str, ModelMaps] = {}
-    faith_rows, sanity_rows = [], []
+    faith_rows, curve_rows, sanity_rows = [], [], []
     for name, (setup, model, _) in loaded.items():
-        results[name], faith, check = _explain_model(name, setup, model, subset, idx,
-                                                     class_names, opts, out)
+        results[name], faith, curves, check = _explain_model(name, setup, model, subset, idx,
+                                                             class_names, opts, out)
         write_csv(results[name].index, out / name / "index.csv")
         faith_rows += faith
+        curve_rows += curves
         if check is not None:
             sanity_rows.append(check)
             if check["flag"]:
@@ -138,6 +140,7 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
                     f"weights are randomised (Spearman {check['mean_spearman']:.2f}): they do "
                     "not explain this model")
     write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
+    write_csv(pd.DataFrame(curve_rows), out / "faithfulness_curves.csv")
     if sanity_rows:
         write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
     _galleries(out, samples, subset, results, class_names, split, opts.label)
@@ -179,8 +182,10 @@ def _errors(loaded: dict[str, tuple[Setup, torch.nn.Module, ModelDir]], split: s
 
 def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Split,
                    idx: np.ndarray, class_names: list[str], opts: Options, out: Path
-                   ) -> tuple[ModelMaps, list[dict[str, Any]], dict[str, Any] | None]:
-    """One model's maps and overlays, faithfulness rows and randomisation check."""
+                   ) -> tuple[ModelMaps, list[dict[str, Any]], list[dict[str, Any]],
+                              dict[str, Any] | None]:
+    """One model's maps and overlays, faithfulness rows (per sample, and the mean curves)
+    and randomisation check."""
     use = _method_for(opts.method, models_mod.family(model))
     pipe = setup.pipeline(subset)
     x = next(pipe.batches(len(pipe)))[0]
@@ -198,8 +203,9 @@ def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Spli
     if opts.road:
         faith.update({f"road_{k}": v for k, v in road_scores(model, x, maps, pred,
                                                              seed=opts.seed).items()})
-    rows = []
+    rows, curves = [], []
     for kind, res in ((used, faith), ("random", rand)):
+        curves += [{"model": name, "method": kind, **c} for c in mean_curves(res)]
         extra = [k for k in res if k.startswith("road_")]
         rows += [{"model": name, "method": kind, "index": int(i), "label": int(y),
                   "target": int(t), "deletion_auc": float(res["deletion_auc"][j]),
@@ -208,11 +214,11 @@ def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Spli
                  for j, (i, y, t) in enumerate(zip(idx, subset.labels, pred.numpy(),
                                                    strict=True))]
     if not opts.sanity:
-        return result, rows, None
+        return result, rows, curves, None
     n = min(SANITY_SAMPLES, len(x))
     check = randomization_check(model, x[:n], use, targets=pred[:n], seed=opts.seed, **kwargs)
-    return result, rows, {"model": name, "method": used, "samples": n,
-                          "mean_spearman": check["mean"], "flag": bool(check["flag"])}
+    return result, rows, curves, {"model": name, "method": used, "samples": n,
+                                  "mean_spearman": check["mean"], "flag": bool(check["flag"])}
 
 
 def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np.ndarray,
