@@ -249,19 +249,13 @@ class Study:
         t0 = time.perf_counter()
         self.log.info(f"cnnvit run --preset {self.preset.name} ({self.mode} mode) → {self.root}")
         self._write_manifest()
-        with self.stage("data"):
-            self.stage_data()
-        with self.stage("train"):
-            self.stage_train()
-        with self.stage("evaluate"):
-            self.stage_evaluate()
-        if self.explain:
-            with self.stage("explain"):
-                self.stage_explain()
-        with self.stage("compare"):
-            self.stage_compare()
-        with self.stage("figures"):
-            self.stage_figures()
+        stages = {"data": self.stage_data, "train": self.stage_train,
+                  "evaluate": self.stage_evaluate, "explain": self.stage_explain,
+                  "compare": self.stage_compare, "figures": self.stage_figures}
+        for name, run_stage in stages.items():
+            if name != "explain" or self.explain:
+                with self.stage(name):
+                    run_stage()
         self.log.info(f"  artifact index: {self.run_dir.write_artifact_index()}")
         total = time.perf_counter() - t0
         self.manifest["finished"] = datetime.now().isoformat(timespec="seconds")
