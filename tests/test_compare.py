@@ -291,6 +291,26 @@ def test_faithfulness_line_only_with_csv(tmp_path):
     assert "lacks column(s) method" in compare(run)["summary"].read_text()
 
 
+def test_maps_that_fail_the_sanity_check_are_never_called_more_faithful(tmp_path):
+    run = make_run(tmp_path)
+    (run / "explain").mkdir()
+    pd.DataFrame([(CNN, "gradcam", 0.12, 0.78), (VIT, "rollout", 0.21, 0.71),
+                  (CNN, "random", 0.40, 0.45), (VIT, "random", 0.60, 0.35)],
+                 columns=["model", "method", "deletion_auc", "insertion_auc"]).to_csv(
+        run / "explain" / "faithfulness.csv", index=False)
+    sanity = pd.DataFrame({"model": [CNN, VIT], "method": ["gradcam", "rollout"],
+                           "samples": [16, 16], "mean_spearman": [0.13, 0.70],
+                           "flag": [False, True]})
+    sanity.to_csv(run / "explain" / "sanity.csv", index=False)
+    text = compare(run)["summary"].read_text()
+    # the ViT's gain over random is larger (0.75 vs 0.61), but its maps fail the check
+    assert "has the more faithful explanation" not in text
+    assert "vit-small-input's rollout maps are not ranked: they fail the randomisation" in text
+    sanity["flag"] = False
+    sanity.to_csv(run / "explain" / "sanity.csv", index=False)
+    assert "**vit-small-input** has the more faithful" in compare(run)["summary"].read_text()
+
+
 def _edit_summaries(run: Path, change) -> None:
     for path in (run / "models").glob("*/summary.json"):
         path.write_text(json.dumps(change(json.loads(path.read_text()))))
