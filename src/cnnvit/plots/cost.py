@@ -23,6 +23,7 @@ AXES: tuple[tuple[str, str, Callable[[float], str]], ...] = (
 
 
 def drawings(src: Source, opts: Options) -> list[style.Drawing]:
+    """One figure per split: accuracy against each cost, every model."""
     out = []
     for split in opts.splits():
         table = sources.scores(src, split, costs=True)

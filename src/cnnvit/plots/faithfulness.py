@@ -18,6 +18,7 @@ RANDOM = "random"
 
 
 def drawings(src: Source, opts: Options) -> list[style.Drawing]:
+    """One figure: deletion and insertion, every model and its random baseline."""
     curves = sources.explain_curves(src)
     return [style.Drawing(src.name("faithfulness"), partial(_figure, src, curves))]
 

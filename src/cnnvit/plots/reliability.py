@@ -18,6 +18,7 @@ FIELDS = ("lower", "upper", "confidence", "accuracy", "count")
 
 
 def drawings(src: Source, opts: Options) -> list[style.Drawing]:
+    """One reliability diagram per model (and seed) and split."""
     out = []
     for entry in src.entries:
         for split in opts.splits():

@@ -28,6 +28,7 @@ class Curve:
 
     @property
     def area(self) -> float:
+        """The area under the curve (AUC)."""
         return float(auc(self.fpr, self.tpr))
 
 
@@ -40,6 +41,7 @@ class Roc:
 
 
 def drawings(src: Source, opts: Options) -> list[style.Drawing]:
+    """Per split: each model's ROC figure and every model's averages together."""
     out = []
     for split in opts.splits():
         rocs = [(e, _roc(e, split)) for e in src.entries]

@@ -41,6 +41,7 @@ class Options:
     log: Callable[[str], None]
 
     def splits(self, default: tuple[str, ...] = ("test",)) -> tuple[str, ...]:
+        """The split asked for, else `default`."""
         return (self.split,) if self.split else default
 
 
@@ -56,6 +57,7 @@ class Source:
 
     @property
     def folder(self) -> Path:
+        """DIR/figures/."""
         return self.run.root / FIGURES
 
     def name(self, base: str) -> str:
@@ -107,18 +109,22 @@ def _csv(path: Path, hint: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
 
 
 def history(entry: ModelEntry) -> pd.DataFrame:
+    """history.csv, with the columns the curves need."""
     return _csv(entry.dir.history, _TRAIN, HISTORY)
 
 
 def metrics(entry: ModelEntry, split: str) -> dict[str, Any]:
+    """metrics_<split>.json."""
     return read_json(_need(entry.dir.metrics(split), _EVALUATE))
 
 
 def predictions(entry: ModelEntry, split: str) -> pd.DataFrame:
+    """predictions_<split>.csv (label, prediction, prob_<k>)."""
     return _csv(entry.dir.predictions(split), _EVALUATE, ("label",))
 
 
 def summary(entry: ModelEntry) -> dict[str, Any]:
+    """summary.json (parameters, FLOPs, training time, ...)."""
     return read_json(_need(entry.dir.summary, _TRAIN))
 
 
