@@ -128,6 +128,7 @@ class RunDir:
         self.manifest = self.root / "manifest.json"
         self.results = self.root / "results"
         self.explain = self.root / "explain"
+        self.figures = self.root / "figures"
 
     @classmethod
     def for_mode(cls, out: str | Path, mode: str) -> RunDir:

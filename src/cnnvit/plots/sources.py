@@ -17,7 +17,6 @@ from cnnvit.io import read_json
 from cnnvit.plots.style import model_colors
 from cnnvit.rundir import ModelEntry, RunDir
 
-FIGURES = "figures"  # DIR/figures/ (the layout rundir.py's docstring gives)
 CURVES = "faithfulness_curves.csv"
 SCORES = ("accuracy", "f1_macro", "auc_macro", "ece")
 COSTS = ("parameters", "flops_per_image", "train_seconds")
@@ -58,7 +57,7 @@ class Source:
     @property
     def folder(self) -> Path:
         """DIR/figures/."""
-        return self.run.root / FIGURES
+        return self.run.figures
 
     def name(self, base: str) -> str:
         """The file name of a figure comparing models: `base`, or `base_<model>` for one."""
