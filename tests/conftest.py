@@ -32,3 +32,20 @@ def vit28():
     """An untrained `vit-small-input` for 28 px RGB inputs (4×4 patches, 7×7 grid)."""
     torch.manual_seed(0)
     return build("vit-small-input", 3, in_chans=3, image_size=28)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory):
+    """One real `cnnvit run --preset quickstart` (2 epochs, a one-block ViT, a small explain
+    stage), made once per session and shared by the tests that read a finished run. Tests must
+    not modify it: copy it first (`shutil.copytree`)."""
+    from cnnvit.cli import main
+
+    out = tmp_path_factory.mktemp("quick") / "run"
+    threads = torch.get_num_threads()
+    code = main(["run", "--preset", "quickstart", "--epochs", "2", "--quiet", "--threads", "1",
+                 "--set", "vit-small-input.model_kwargs=width=32,depth=1,heads=2",
+                 "--per-class", "1", "--include-errors", "1", "--out", str(out)])
+    torch.set_num_threads(threads)
+    assert code == 0
+    return out

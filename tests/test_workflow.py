@@ -32,7 +32,7 @@ def test_quickstart_end_to_end_and_rerun_skips_finished_models(tmp_path, capsys)
     out = tmp_path / "q"
     assert main([*QUICK, "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    for stage in ("data", "train", "evaluate", "compare"):
+    for stage in ("data", "train", "evaluate", "compare", "figures", "report"):
         assert f"stage {stage}: start" in stdout and f"stage {stage}: done in" in stdout
     assert "total:" in stdout.splitlines()[-1]
     manifest = json.loads((out / "manifest.json").read_text())

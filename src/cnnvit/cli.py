@@ -14,6 +14,7 @@ from cnnvit import __version__
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.methods import METHODS
 from cnnvit.plots import FORMATS, KINDS, SPLITS
+from cnnvit.report import FORMATS as REPORT_FORMATS
 from cnnvit.rundir import MODES
 
 # flag → config key, for the flags every training-like command accepts
@@ -215,6 +216,23 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cnnvit.report import report
+
+    for fmt, path in report(args.run_dir, tuple(_formats(args.format))).items():
+        print(f"{fmt}: {path}")
+    return 0
+
+
+def _formats(text: str) -> list[str]:
+    chosen = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in chosen if f not in REPORT_FORMATS]
+    if unknown or not chosen:
+        raise CnnvitError(f"--format {text!r}: expected a comma list of "
+                          f"{', '.join(REPORT_FORMATS)}")
+    return chosen
+
+
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
              examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
     """A sub-command parser with its help, description and examples, calling `func`."""
@@ -243,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnvit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
-                _evaluate_parser, _data_parser, _bench_parser):
+                _report_parser, _evaluate_parser, _data_parser, _bench_parser):
         add(sub)
     return parser
 
@@ -270,8 +288,8 @@ def _run_parser(sub: Any) -> None:
         "cnnvit run --preset bloodmnist-native --reduced --out runs/blood",
         "cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds",
         "cnnvit run --list",
-    ], "Stages: data → train every model (and seed) → evaluate → explain → compare. "
-       "Re-running the same command continues where it stopped.")
+    ], "Stages: data → train every model (and seed) → evaluate → explain → compare → figures\n"
+       "→ report. Re-running the same command continues where it stopped.")
     p.add_argument("--preset", default="quickstart", help="preset name (see --list) or a "
                    "YAML file")
     p.add_argument("--list", action="store_true", help="list the presets")
@@ -335,6 +353,19 @@ def _plot_parser(sub: Any) -> None:
     p.add_argument("--normalize", action="store_true", help="only the row-normalised "
                    "confusion matrices")
     p.add_argument("--format", default="png", choices=FORMATS)
+
+
+def _report_parser(sub: Any) -> None:
+    p = _command(sub, "report", _cmd_report, "the study report of a run directory", [
+        "cnnvit report runs/quick",
+        "cnnvit report runs/quick --format html",
+    ], "Write DIR/report/report.md, report.html (one self-contained file) and report.pdf\n"
+       "from the run's files: executive summary, methodology, results, per-class results,\n"
+       "statistics, interpretability, efficiency, recommendations, artifact checklist.\n"
+       "Needs the compare stage's results/ (and uses figures/ and explain/ when present).")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default=",".join(REPORT_FORMATS),
+                   help=f"comma list of {', '.join(REPORT_FORMATS)} (default: all)")
 
 
 def _evaluate_parser(sub: Any) -> None:

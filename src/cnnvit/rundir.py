@@ -129,6 +129,7 @@ class RunDir:
         self.results = self.root / "results"
         self.explain = self.root / "explain"
         self.figures = self.root / "figures"
+        self.report = self.root / "report"
 
     @classmethod
     def for_mode(cls, out: str | Path, mode: str) -> RunDir:

@@ -1,7 +1,7 @@
 """`cnnvit run`: the staged comparison study, resumable, timed and recorded.
 
-Stages: data → train (every model × seed) → evaluate → explain → compare → figures, then
-`DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and duration to stdout and
+Stages: data → train (every model × seed) → evaluate → explain → compare → figures → report,
+then `DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and duration to stdout and
 `DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records versions, device, data, configs
 and stage timings. Re-running the same command continues: finished models are kept (unless
 `force`), interrupted ones resume from their last checkpoint.
@@ -244,6 +244,12 @@ class Study:
         if paths:
             self.log.info(f"  figures: {len(paths)} files in {paths[0].parent}")
 
+    def stage_report(self) -> None:
+        from cnnvit.report import report
+
+        for kind, path in report(self.root).items():
+            self.log.info(f"  report ({kind}): {path}")
+
     def run(self) -> Path:
         """Run every stage in order; returns the run directory."""
         t0 = time.perf_counter()
@@ -251,7 +257,8 @@ class Study:
         self._write_manifest()
         stages = {"data": self.stage_data, "train": self.stage_train,
                   "evaluate": self.stage_evaluate, "explain": self.stage_explain,
-                  "compare": self.stage_compare, "figures": self.stage_figures}
+                  "compare": self.stage_compare, "figures": self.stage_figures,
+                  "report": self.stage_report}
         for name, run_stage in stages.items():
             if name != "explain" or self.explain:
                 with self.stage(name):

@@ -10,7 +10,8 @@ import pandas as pd
 
 from cnnvit import fmt
 from cnnvit.compare.tables import COST_COLUMNS
-from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts, md
+from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts
+from cnnvit.document import Block, Bullets, Para, Section, Table, markdown
 
 MODE_LABELS = {"full": "full mode",
                "reduced": "reduced mode — shortened schedule, not the full protocol"}
@@ -24,18 +25,14 @@ PRIMARY = (("accuracy", "Accuracy"), ("f1_macro", "Macro F1"), ("auc_macro", "Ma
 TRADE_OFFS = (("parameters", "parameters", "fewer"),
               ("flops_per_image", "FLOPs per image", "fewer"),
               ("train_seconds", "training time", "less"))
+FAITHFULNESS_COLUMNS = ("model", "method", "deletion_auc", "insertion_auc")
 SAME_WITHIN = 1.05  # cost ratios closer to 1 than this count as "about the same"
 
 
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
-    """A Markdown table; the first `text_columns` are left-aligned, numbers right-aligned."""
-    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def _stats(test: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Per model (rows, in run order): `<col>` mean, `<col>_std` sample std, `n_seeds`."""
+def model_stats(test: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Per model (rows, in run order): `<col>` mean, `<col>_std` sample std, `n_seeds`; by
+    default for the test-table metrics and the cost columns."""
+    columns = columns or [c for c, _ in TEST_TABLE] + list(COST_COLUMNS)
     grouped = test.groupby("model", sort=False)
     out = grouped[columns].mean()
     out = out.join(grouped[columns].std().add_suffix("_std"))
@@ -43,63 +40,66 @@ def _stats(test: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
-def _test_table(stats: pd.DataFrame, families: pd.Series) -> list[str]:
-    rows = [[md(model), families[model] or "?",
+def test_table(stats: pd.DataFrame, families: pd.Series) -> Table:
+    """Every test metric per model (mean ± std over seeds)."""
+    rows = [[str(model), families[model] or "?",
              *(fmt.metric(r[col], r[f"{col}_std"] if r["n_seeds"] > 1 else None)
                for col, _ in TEST_TABLE)]
             for model, r in stats.iterrows()]
-    return _table(["Model", "Family", *(label for _, label in TEST_TABLE)], rows, 2)
+    return Table(["Model", "Family", *(label for _, label in TEST_TABLE)], rows, 2)
 
 
-def _cost_table(stats: pd.DataFrame) -> list[str]:
-    rows = [[md(model), fmt.si(r["parameters"]), fmt.si(r["flops_per_image"], "FLOPs"),
+def cost_table(stats: pd.DataFrame) -> Table:
+    """Parameters, FLOPs, training time, epochs, throughput and memory per model."""
+    rows = [[str(model), fmt.si(r["parameters"]), fmt.si(r["flops_per_image"], "FLOPs"),
              fmt.seconds(r["train_seconds"]),
              f"{fmt.count(r['epochs_run'])} (best {fmt.count(r['best_epoch'])})",
              fmt.rate(r["train_images_per_s"]), fmt.rate(r["eval_images_per_s"]),
              fmt.memory(r["peak_memory_bytes"])]
             for model, r in stats.iterrows()]
-    return _table(["Model", "Parameters", "FLOPs/image", "Training time", "Epochs",
-                   "Train throughput", "Eval throughput", "Peak memory"], rows)
+    return Table(["Model", "Parameters", "FLOPs/image", "Training time", "Epochs",
+                  "Train throughput", "Eval throughput", "Peak memory"], rows)
 
 
-def metric_lines(stats: pd.DataFrame, verdicts: Verdicts) -> list[str]:
+def metric_items(stats: pd.DataFrame, verdicts: Verdicts) -> tuple[list[str], list[str]]:
     """Per primary test metric: the two leading values and whether their difference is
-    significant (a winner is named only then), each with the pair's size ratio; then a "⚠"
-    line for each such pair that differs more than 4× in size."""
-    lines, warnings = [], []
+    significant (a winner is named only then), each with the pair's size ratio; and a "⚠"
+    warning for each such pair that differs more than 4× in size."""
+    items, warnings = [], []
     for col, label in PRIMARY:
-        head = f"- {label} ({'higher' if HIGHER_IS_BETTER[col] else 'lower'} is better): "
+        head = f"{label} ({'higher' if HIGHER_IS_BETTER[col] else 'lower'} is better): "
         values = stats[col].dropna().sort_values(ascending=not HIGHER_IS_BETTER[col],
                                                  kind="stable")
         if len(values) < 2:
-            lines.append(head + "n/a (fewer than two models report it)")
+            items.append(head + "n/a (fewer than two models report it)")
             continue
         (first, v1), (second, v2) = list(values.items())[:2]
-        line = head + f"{md(first)} {fmt.metric(v1)} vs {md(second)} {fmt.metric(v2)}"
+        line = head + f"{first} {fmt.metric(v1)} vs {second} {fmt.metric(v2)}"
         line += f" (top two of {len(values)})" if len(values) > 2 else ""
         row = verdicts.find(first, second, col)
         if row is None:
-            lines.append(line + "; not tested (no predictions_test.csv for both), no verdict.")
+            items.append(line + "; not tested (no predictions_test.csv for both), no verdict.")
             continue
-        lines.append(f"{line}: {verdicts.sentence(row)}; {verdicts.cost(row)}.")
+        items.append(f"{line}: {verdicts.sentence(row)}; {verdicts.cost(row)}.")
         if (warning := verdicts.warning(row)) and warning not in warnings:
             warnings.append(warning)
-    return lines + ([""] + warnings if warnings else [])
+    return items, warnings
 
 
-def pair_lines(models: list[str], verdicts: Verdicts) -> list[str]:
+def pair_sections(models: list[str], verdicts: Verdicts) -> list[Section]:
     """Every pair of models: a verdict per primary metric, the size ratio, a "⚠" if needed."""
-    lines = []
+    sections = []
     for i, a in enumerate(models):
         for b in models[i + 1:]:
             rows = [r for col, _ in PRIMARY if (r := verdicts.find(a, b, col)) is not None]
             if not rows:
                 continue
-            lines += [f"### {md(a)} vs {md(b)}", "", f"Size: {verdicts.cost(rows[0])}.", "",
-                      *(f"- {verdicts.sentence(r)}." for r in rows), ""]
+            blocks: list[Block] = [Para(f"Size: {verdicts.cost(rows[0])}."),
+                                   Bullets([f"{verdicts.sentence(r)}." for r in rows])]
             if warning := verdicts.warning(rows[0]):
-                lines += [warning, ""]
-    return lines
+                blocks.append(Para(warning))
+            sections.append(Section(f"{a} vs {b}", blocks))
+    return sections
 
 
 def _cost_phrase(other: float, ref: float, noun: str, fewer: str) -> str | None:
@@ -111,7 +111,7 @@ def _cost_phrase(other: float, ref: float, noun: str, fewer: str) -> str | None:
     return f"{fmt.ratio(r)} {fewer} {noun}" if r > 1 else f"{fmt.ratio(1 / r)} more {noun}"
 
 
-def trade_off_lines(stats: pd.DataFrame, verdicts: Verdicts) -> list[str]:
+def trade_off_items(stats: pd.DataFrame, verdicts: Verdicts) -> list[str]:
     """Each other model against the one with the highest accuracy: accuracy vs parameters,
     FLOPs, time (and whether the accuracy difference is significant)."""
     ranked = stats.sort_values("accuracy", ascending=False, kind="stable")
@@ -120,8 +120,8 @@ def trade_off_lines(stats: pd.DataFrame, verdicts: Verdicts) -> list[str]:
     for model, o in ranked.iloc[1:].iterrows():
         phrases = [p for col, noun, fewer in TRADE_OFFS
                    if (p := _cost_phrase(o[col], r[col], noun, fewer)) is not None]
-        line = (f"- {md(model)} reaches {fmt.metric(o['accuracy'])} test accuracy vs "
-                f"{fmt.metric(r['accuracy'])} for {md(ref)}")
+        line = (f"{model} reaches {fmt.metric(o['accuracy'])} test accuracy vs "
+                f"{fmt.metric(r['accuracy'])} for {ref}")
         if phrases:
             tail = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + \
                 f" and {phrases[-1]}"
@@ -131,12 +131,49 @@ def trade_off_lines(stats: pd.DataFrame, verdicts: Verdicts) -> list[str]:
             line += "; the accuracy difference is not significant"
         elif row is not None and verdicts.winner(row) == ref and phrases and not any(
                 " fewer " in p or " less " in p for p in phrases):
-            line += f"; {md(ref)} is more accurate at no extra cost"
+            line += f"; {ref} is more accurate at no extra cost"
         lines.append(line + ".")
     return lines
 
 
-def faithfulness_lines(df: pd.DataFrame, failed_sanity: frozenset[str] = frozenset()
+def _faithfulness_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Per model: method and mean areas (and `gain` over random); the random rows' means or
+    None when the file has none for every model."""
+    is_random = df["method"].astype(str) == "random"
+    real = df[~is_random].groupby("model", sort=False).agg(
+        method=("method", lambda m: "/".join(dict.fromkeys(m.astype(str)))),
+        deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
+    rnd = df[is_random].groupby("model", sort=False)[["deletion_auc", "insertion_auc"]].mean()
+    if real.empty or not real.index.isin(rnd.index).all():
+        return real, None
+    real["gain"] = ((rnd.loc[real.index, "deletion_auc"] - real["deletion_auc"])
+                    + (real["insertion_auc"] - rnd.loc[real.index, "insertion_auc"]))
+    return real, rnd
+
+
+def faithfulness_table(df: pd.DataFrame) -> Table | None:
+    """Mean deletion / insertion areas per model, with the random-map baseline when present
+    (None when the file lacks the columns or the scores)."""
+    if not set(FAITHFULNESS_COLUMNS) <= set(df.columns):
+        return None
+    real, rnd = _faithfulness_frame(df)
+    if real.empty:
+        return None
+    header = ["Model", "Method", "Deletion AUC ↓", "Insertion AUC ↑"]
+    if rnd is not None:
+        header += ["Random: deletion", "Random: insertion", "Gain over random"]
+    rows = []
+    for m, row in real.iterrows():
+        cells = [str(m), row["method"], fmt.metric(row["deletion_auc"]),
+                 fmt.metric(row["insertion_auc"])]
+        if rnd is not None:
+            cells += [fmt.metric(rnd.at[m, "deletion_auc"]),
+                      fmt.metric(rnd.at[m, "insertion_auc"]), fmt.metric(row["gain"])]
+        rows.append(cells)
+    return Table(header, rows, 2)
+
+
+def faithfulness_items(df: pd.DataFrame, failed_sanity: frozenset[str] = frozenset()
                        ) -> list[str]:
     """Which model's explanations are more faithful, by deletion (↓) and insertion (↑) areas.
 
@@ -146,36 +183,16 @@ def faithfulness_lines(df: pd.DataFrame, failed_sanity: frozenset[str] = frozens
     areas decide. Models in `failed_sanity` (maps that fail the randomisation check) are not
     ranked: a map that does not depend on the weights cannot be the more faithful one.
     """
-    needed = ["model", "method", "deletion_auc", "insertion_auc"]
-    missing = [c for c in needed if c not in df.columns]
+    missing = [c for c in FAITHFULNESS_COLUMNS if c not in df.columns]
     if missing:
-        return [f"- explain/faithfulness.csv lacks column(s) {', '.join(missing)}; "
+        return [f"explain/faithfulness.csv lacks column(s) {', '.join(missing)}; "
                 "faithfulness not summarised."]
-    is_random = df["method"].astype(str) == "random"
-    cols = ["deletion_auc", "insertion_auc"]
-    real = df[~is_random].groupby("model", sort=False).agg(
-        method=("method", lambda m: "/".join(dict.fromkeys(m.astype(str)))),
-        deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
+    real, rnd = _faithfulness_frame(df)
     if real.empty:
-        return ["- explain/faithfulness.csv has no scores to summarise."]
-    rnd = df[is_random].groupby("model", sort=False)[cols].mean()
-    has_rnd = real.index.isin(rnd.index).all()
-    lines = ["| Model | Method | Deletion AUC ↓ | Insertion AUC ↑ |"
-             + (" Random: deletion | Random: insertion | Gain over random |" if has_rnd else ""),
-             "|---|---|---:|---:|" + ("---:|---:|---:|" if has_rnd else "")]
-    if has_rnd:
-        real["gain"] = ((rnd.loc[real.index, "deletion_auc"] - real["deletion_auc"])
-                        + (real["insertion_auc"] - rnd.loc[real.index, "insertion_auc"]))
-    for m, row in real.iterrows():
-        line = (f"| {md(m)} | {row['method']} | {fmt.metric(row['deletion_auc'])} | "
-                f"{fmt.metric(row['insertion_auc'])} |")
-        if has_rnd:
-            line += (f" {fmt.metric(rnd.at[m, 'deletion_auc'])} | "
-                     f"{fmt.metric(rnd.at[m, 'insertion_auc'])} | {fmt.metric(row['gain'])} |")
-        lines.append(line)
-    lines.append("")
+        return ["explain/faithfulness.csv has no scores to summarise."]
+    items = []
     if len(real) > 1:
-        if has_rnd:
+        if rnd is not None:
             order = real["gain"].sort_values(ascending=False, kind="stable")
             basis = "its gain over a random map on the same model (deletion and insertion)"
         else:
@@ -184,18 +201,18 @@ def faithfulness_lines(df: pd.DataFrame, failed_sanity: frozenset[str] = frozens
             basis = "insertion AUC − deletion AUC (no random baseline in the file)"
         ranked = order[~order.index.isin(failed_sanity)]
         if len(ranked) > 1 and ranked.iloc[0] != ranked.iloc[1]:
-            lines.append(f"- **{md(ranked.index[0])}** has the more faithful explanation by "
+            items.append(f"**{ranked.index[0]}** has the more faithful explanation by "
                          f"{basis}: {fmt.metric(ranked.iloc[0])} vs "
-                         f"{fmt.metric(ranked.iloc[1])} for {md(ranked.index[1])}.")
+                         f"{fmt.metric(ranked.iloc[1])} for {ranked.index[1]}.")
         for m in order.index[order.index.isin(failed_sanity)]:
-            lines.append(f"- {md(m)}'s {real.at[m, 'method']} maps are not ranked: they fail "
+            items.append(f"{m}'s {real.at[m, 'method']} maps are not ranked: they fail "
                          "the randomisation check below.")
-    if has_rnd:
-        weak = [m for m, g in real["gain"].items() if g <= 0]
-        for m in weak:
-            lines.append(f"- {md(m)}'s {real.at[m, 'method']} maps do no better than a random "
-                         "map: they do not show what the model uses.")
-    return lines
+    if rnd is not None:
+        for m, g in real["gain"].items():
+            if g <= 0:
+                items.append(f"{m}'s {real.at[m, 'method']} maps do no better than a random "
+                             "map: they do not show what the model uses.")
+    return items
 
 
 def _failed_sanity(df: pd.DataFrame | None) -> frozenset[str]:
@@ -206,7 +223,7 @@ def _failed_sanity(df: pd.DataFrame | None) -> frozenset[str]:
                      if str(flag).lower() == "true")
 
 
-def sanity_lines(df: pd.DataFrame) -> list[str]:
+def sanity_items(df: pd.DataFrame) -> list[str]:
     """The model-randomisation check (Adebayo et al. 2018), one line per model."""
     if not {"model", "method", "mean_spearman", "flag"} <= set(df.columns):
         return []
@@ -216,7 +233,7 @@ def sanity_lines(df: pd.DataFrame) -> list[str]:
                    "the model uses" if bool(row.flag) else "the maps depend on the learned "
                    "weights")
         rho = "n/a" if pd.isna(row.mean_spearman) else f"{row.mean_spearman:.2f}"
-        lines.append(f"- Randomisation check, {md(row.model)} ({row.method}): rank correlation "
+        lines.append(f"Randomisation check, {row.model} ({row.method}): rank correlation "
                      f"with a re-initialised model {rho}; {verdict}.")
     return lines
 
@@ -228,82 +245,111 @@ def _with_interval(value: float | None, low: float | None, high: float | None,
     return text if low is None else f"{text} [{fmt.metric(low)}, {fmt.metric(high)}]"
 
 
-def interval_table(statistics: dict[str, Any]) -> list[str]:
+def interval_table(statistics: dict[str, Any]) -> Table:
     """Each model (and seed): every tested metric with its bootstrap interval."""
     cells: dict[tuple[str, int | None], dict[str, str]] = {}
     for r in statistics["intervals"]:
         cells.setdefault((r["model"], r["seed"]), {})[r["metric"]] = _with_interval(
             r["value"], r["low"], r["high"])
     seeded = any(seed is not None for _, seed in cells)
-    rows = [[md(model), *([fmt.count(seed)] if seeded else []),
+    rows = [[str(model), *([fmt.count(seed)] if seeded else []),
              *(c.get(col, fmt.NA) for col, _ in PRIMARY)] for (model, seed), c in cells.items()]
-    return _table(["Model", *(["Seed"] if seeded else []), *(label for _, label in PRIMARY)],
-                  rows)
+    return Table(["Model", *(["Seed"] if seeded else []), *(label for _, label in PRIMARY)],
+                 rows)
 
 
-def seed_table(statistics: dict[str, Any]) -> list[str]:
+def seed_table(statistics: dict[str, Any]) -> Table:
     """Each model with several seeds: mean ± std and the t-interval of every tested metric."""
     cells: dict[str, dict[str, str]] = {}
     for r in statistics["seeds"]:
         cells.setdefault(r["model"], {"n": fmt.count(r["n_seeds"])})[r["metric"]] = \
             _with_interval(r["mean"], r["low"], r["high"], r["std"])
-    rows = [[md(model), c["n"], *(c.get(col, fmt.NA) for col, _ in PRIMARY)]
+    rows = [[str(model), c["n"], *(c.get(col, fmt.NA) for col, _ in PRIMARY)]
             for model, c in cells.items()]
-    return _table(["Model", "Seeds", *(label for _, label in PRIMARY)], rows)
+    return Table(["Model", "Seeds", *(label for _, label in PRIMARY)], rows)
 
 
 def _label(model: str, seed: int | None) -> str:
-    return md(model) if seed is None else f"{md(model)} (seed {seed})"
+    return str(model) if seed is None else f"{model} (seed {seed})"
 
 
-def calibration_lines(statistics: dict[str, Any]) -> list[str]:
+def calibration_items(statistics: dict[str, Any]) -> list[str]:
     """Each model's test ECE with its interval (over seeds when it has several)."""
     seeds = {r["model"]: r for r in statistics["seeds"] if r["metric"] == "ece"}
     parts = [f"{_label(r['model'], r['seed'])} {_with_interval(r['value'], r['low'], r['high'])}"
              for r in statistics["intervals"] if r["metric"] == "ece" and r["model"] not in seeds]
-    parts += [f"{md(m)} {_with_interval(r['mean'], r['low'], r['high'], r['std'])} over "
+    parts += [f"{m} {_with_interval(r['mean'], r['low'], r['high'], r['std'])} over "
               f"{r['n_seeds']} seeds" for m, r in seeds.items()]
     confidence = statistics["settings"]["confidence"] * 100
-    return [f"- Calibration (test ECE, lower is better, with its {confidence:g} % interval): "
+    return [f"Calibration (test ECE, lower is better, with its {confidence:g} % interval): "
             + "; ".join(parts) + "."] if parts else []
 
 
-def method_lines(statistics: dict[str, Any]) -> list[str]:
+def method_paragraphs(statistics: dict[str, Any]) -> list[Block]:
     """How the verdicts and intervals were made, and which models could not be tested."""
     s = statistics["settings"]
     holm = (" after Holm's step-down adjustment over the model pairs"
             if s["multiple_comparisons"] == "holm" else "")
-    lines = [f"Verdicts: a difference is significant when p < {s['alpha']:g}{holm}. Accuracy: "
-             "McNemar's exact test on the test images one model classifies correctly and the "
-             "other does not; the other metrics: paired bootstrap (the same "
-             f"{s['resamples']:,} resamples of the test set for both models, seed {s['seed']})."
-             f" Intervals: {s['confidence'] * 100:g} % {s['method']} bootstrap. With several "
-             "seeds the verdict is a paired t-test over the seeds: the seed-to-seed spread "
-             "decides whether a difference would hold if the models were trained again."]
+    blocks: list[Block] = [Para(
+        f"Verdicts: a difference is significant when p < {s['alpha']:g}{holm}. Accuracy: "
+        "McNemar's exact test on the test images one model classifies correctly and the "
+        "other does not; the other metrics: paired bootstrap (the same "
+        f"{s['resamples']:,} resamples of the test set for both models, seed {s['seed']})."
+        f" Intervals: {s['confidence'] * 100:g} % {s['method']} bootstrap. With several "
+        "seeds the verdict is a paired t-test over the seeds: the seed-to-seed spread "
+        "decides whether a difference would hold if the models were trained again.")]
     missing = [_label(m["model"], m["seed"]) for m in statistics["missing_predictions"]]
     if missing:
-        lines += ["", "Note: no predictions_test.csv for " + ", ".join(missing)
-                  + ": not tested, so no verdict involves them."]
-    return lines
+        blocks.append(Para("Note: no predictions_test.csv for " + ", ".join(missing)
+                           + ": not tested, so no verdict involves them."))
+    return blocks
 
 
-def _statistics_sections(stats: pd.DataFrame, statistics: dict[str, Any] | None,
-                         verdicts: Verdicts) -> list[str]:
+def statistics_sections(stats: pd.DataFrame, statistics: dict[str, Any] | None,
+                        verdicts: Verdicts) -> list[Section]:
     """Verdict per primary metric, every pair (three models or more), intervals, seeds."""
-    lines = ["## Primary metrics (test): which differences are significant", "",
-             *metric_lines(stats, verdicts), ""]
+    items, warnings = metric_items(stats, verdicts)
+    first = Section("Primary metrics (test): which differences are significant",
+                    [Bullets(items), *(Para(w) for w in warnings)])
     if statistics is None:
-        return lines
-    lines += [*method_lines(statistics), ""]
+        return [first]
+    first.blocks += method_paragraphs(statistics)
+    sections = [first]
     if len(stats) > 2:
-        lines += ["## Every pair of models (test)", "", *pair_lines(list(stats.index), verdicts)]
+        sections.append(Section("Every pair of models (test)", [],
+                                pair_sections(list(stats.index), verdicts)))
     if statistics["intervals"]:
         confidence = statistics["settings"]["confidence"] * 100
-        lines += [f"## Confidence intervals (test, {confidence:g} % bootstrap)", "",
-                  *interval_table(statistics), "", *calibration_lines(statistics), ""]
+        sections.append(Section(f"Confidence intervals (test, {confidence:g} % bootstrap)",
+                                [interval_table(statistics),
+                                 Bullets(calibration_items(statistics))]))
     if statistics["seeds"]:
-        lines += ["## Across seeds (mean ± std, t-interval)", "", *seed_table(statistics), ""]
-    return lines
+        sections.append(Section("Across seeds (mean ± std, t-interval)",
+                                [seed_table(statistics)]))
+    return sections
+
+
+def faithfulness_section(faithfulness: pd.DataFrame, sanity: pd.DataFrame | None) -> Section:
+    """The faithfulness table and verdicts, and the randomisation check per model."""
+    table = faithfulness_table(faithfulness)
+    return Section("Explanation faithfulness", [
+        *([table] if table is not None else []),
+        Bullets(faithfulness_items(faithfulness, _failed_sanity(sanity))
+                + (sanity_items(sanity) if sanity is not None else []))])
+
+
+def seeds_phrase(n_seeds: pd.Series) -> str:
+    """"one run per model", "3 seeds per model (mean ± sample std)", or per model."""
+    if (n_seeds == 1).all():
+        return "one run per model"
+    if n_seeds.nunique() == 1:
+        return f"{fmt.count(n_seeds.max())} seeds per model (mean ± sample std)"
+    return ("seeds per model: " + ", ".join(f"{m} {n}" for m, n in n_seeds.items())
+            + " (mean ± sample std)")
+
+
+SYNTHETIC_WARNING = ("**Warning: SYNTHETIC data.** These numbers come from generated images "
+                     "and say nothing about performance on real data.")
 
 
 def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
@@ -311,30 +357,22 @@ def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
     """The whole summary.md text, from final_comparison rows, statistics.json's content (no
     verdict without it) and the explain stage's faithfulness and sanity tables."""
     test = final[final["split"] == "test"]
-    stats = _stats(test, [c for c, _ in TEST_TABLE] + list(COST_COLUMNS))
+    stats = model_stats(test)
     families = test.groupby("model", sort=False)["family"].first()
     verdicts = Verdicts(statistics or {})
-    n_seeds = stats["n_seeds"]
-    lines = [f"# Comparison summary ({MODE_LABELS[mode]})", ""]
-    if final["synthetic"].any():
-        lines += ["> **Warning: SYNTHETIC data.** These numbers come from generated images and "
-                  "say nothing about performance on real data.", ""]
+    intro: list[Block] = [Para(SYNTHETIC_WARNING)] if final["synthetic"].any() else []
     datasets = ", ".join(dict.fromkeys(final["dataset"].dropna().astype(str))) or "unknown"
-    seeds = ("one run per model" if (n_seeds == 1).all()
-             else f"{fmt.count(n_seeds.max())} seeds per model (mean ± sample std)"
-             if n_seeds.nunique() == 1 else "seeds per model: "
-             + ", ".join(f"{md(m)} {n}" for m, n in n_seeds.items()) + " (mean ± sample std)")
-    lines += [f"Dataset: {datasets}. Models: {len(stats)}; {seeds}. Test split (primary); "
-              "validation rows are in final_comparison.csv.", "",
-              "## Test results", "", *_test_table(stats, families), "",
-              *_statistics_sections(stats, statistics, verdicts),
-              "## Cost", "", *_cost_table(stats), ""]
+    intro.append(Para(f"Dataset: {datasets}. Models: {len(stats)}; "
+                      f"{seeds_phrase(stats['n_seeds'])}. Test split (primary); validation "
+                      "rows are in final_comparison.csv."))
+    sections = [Section("Test results", [test_table(stats, families)]),
+                *statistics_sections(stats, statistics, verdicts),
+                Section("Cost", [cost_table(stats)])]
     if len(stats) > 1:
-        lines += ["## Trade-offs", "", *trade_off_lines(stats, verdicts), ""]
+        sections.append(Section("Trade-offs", [Bullets(trade_off_items(stats, verdicts))]))
     if faithfulness is not None:
-        lines += ["## Explanation faithfulness", "",
-                  *faithfulness_lines(faithfulness, _failed_sanity(sanity)),
-                  *(sanity_lines(sanity) if sanity is not None else []), ""]
-    lines += ["Generated by `cnnvit compare` from the run directory's metrics_*.json, "
-              "summary.json and predictions_test.csv files (statistics.json)."]
-    return "\n".join(lines) + "\n"
+        sections.append(faithfulness_section(faithfulness, sanity))
+    sections.append(Section("Provenance", [Para(
+        "Generated by `cnnvit compare` from the run directory's metrics_*.json, summary.json "
+        "and predictions_test.csv files (statistics.json).")]))
+    return markdown(f"Comparison summary ({MODE_LABELS[mode]})", intro, sections)

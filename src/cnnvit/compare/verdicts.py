@@ -24,11 +24,6 @@ SIZE_WARNING = 4.0  # warn when two models differ more than this in parameters o
 _SIZES = (("parameters_ratio", "parameters"), ("flops_ratio", "FLOPs per image"))
 
 
-def md(name: Any) -> str:
-    """A name safe inside a Markdown table."""
-    return str(name).replace("|", "\\|")
-
-
 def p_text(p: float | None) -> str:
     """p < 0.001, p = 0.0042, p = 0.18."""
     if p is None:
@@ -95,10 +90,10 @@ class Verdicts:
         evidence = (f"{difference}{per_seed}, {self.settings.get('confidence', 0.95) * 100:g} % "
                     f"CI {interval}, {self._test(row)}")
         if winner is None:
-            return f"no significant difference in {NOUNS[row['metric']]} between {md(a)} and " \
-                   f"{md(b)} ({evidence})"
+            return f"no significant difference in {NOUNS[row['metric']]} between {a} and " \
+                   f"{b} ({evidence})"
         loser = a if flip else b
-        return f"**{md(winner)}** {WINS[row['metric']]} {md(loser)} ({evidence})"
+        return f"**{winner}** {WINS[row['metric']]} {loser} ({evidence})"
 
     @staticmethod
     def cost(row: dict[str, Any]) -> str:
@@ -107,7 +102,7 @@ class Verdicts:
                  for key, noun in _SIZES if (r := row.get(key)) is not None]
         if not terms:
             return "size ratio unknown"
-        a, b = md(row["a"]), md(row["b"])
+        a, b = str(row["a"]), str(row["b"])
         if len({up for up, _ in terms}) == 1:
             big, small = (a, b) if terms[0][0] else (b, a)
             return f"{big} has {' and '.join(t for _, t in terms)} of {small}"
@@ -120,6 +115,6 @@ class Verdicts:
                if (r := row.get(key)) is not None and max(r, 1 / r) > SIZE_WARNING]
         if not big:
             return None
-        return (f"⚠ {md(row['a'])} and {md(row['b'])} differ more than "
+        return (f"⚠ {row['a']} and {row['b']} differ more than "
                 f"{SIZE_WARNING:g}× in size ({', '.join(big)}): a difference between them may "
                 "come from their size, not only from CNN vs ViT.")

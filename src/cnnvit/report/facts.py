@@ -1,0 +1,99 @@
+"""Everything the report says, read from the run directory's files (and nothing else)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnvit.compare import collect
+from cnnvit.compare.summary import model_stats
+from cnnvit.compare.verdicts import Verdicts
+from cnnvit.errors import CnnvitError
+from cnnvit.io import read_json
+from cnnvit.rundir import RunDir
+
+
+@dataclass
+class Facts:
+    """The run's files, loaded: tables as pandas frames, JSON files as dicts."""
+
+    run: RunDir
+    mode: str
+    manifest: dict[str, Any]
+    final: pd.DataFrame            # results/final_comparison.csv
+    per_class: pd.DataFrame        # results/per_class.csv
+    statistics: dict[str, Any]     # results/statistics.json
+    configs: dict[str, dict[str, Any]]  # model -> {"config": ..., "resolved": ...}
+    faithfulness: pd.DataFrame | None
+    sanity: pd.DataFrame | None
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.final[self.final["split"] == "test"]
+
+    @property
+    def stats(self) -> pd.DataFrame:
+        """Per model: test metrics and costs (mean over seeds), `<col>_std`, `n_seeds`."""
+        return model_stats(self.test)
+
+    @property
+    def verdicts(self) -> Verdicts:
+        return Verdicts(self.statistics)
+
+    @property
+    def families(self) -> pd.Series:
+        return self.test.groupby("model", sort=False)["family"].first()
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.final["synthetic"].any())
+
+    def failed_sanity(self) -> list[str]:
+        """The models whose maps fail the model-randomisation check."""
+        if self.sanity is None or not {"model", "flag"} <= set(self.sanity.columns):
+            return []
+        return [str(m) for m, f in zip(self.sanity["model"], self.sanity["flag"], strict=True)
+                if str(f).lower() == "true"]
+
+    def figure(self, name: str) -> Path | None:
+        """`figures/<name>.png` if the figures stage drew it."""
+        path = self.run.figures / f"{name}.png"
+        return path if path.is_file() else None
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise CnnvitError(f"{path}: cannot read ({e}); run `cnnvit compare "
+                          f"{path.parent.parent}` again") from e
+
+
+def load(run_dir: str | Path) -> Facts:
+    """Read the files the report is made from; a missing one is an error that says which
+    command writes it."""
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise CnnvitError(f"{run.root}: no such run directory; run `cnnvit run --out "
+                          f"{run.root}` first")
+    needed = [run.results / n for n in ("final_comparison.csv", "per_class.csv",
+                                        "statistics.json")]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise CnnvitError(f"{run.results}: missing {', '.join(missing)}; run `cnnvit compare "
+                          f"{run.root}` first")
+    manifest = run.read_manifest()
+    configs: dict[str, dict[str, Any]] = {}
+    for entry in run.models():  # with seeds, the first seed's config stands for the model
+        if entry.name not in configs and entry.dir.config.is_file():
+            cfg, resolved = entry.dir.read_config()
+            configs[entry.name] = {"config": cfg.to_dict(), "resolved": resolved}
+        configs.setdefault(entry.name, {"config": {}, "resolved": {}})  # not recorded
+    return Facts(run=run, mode=run.mode(), manifest=manifest, final=_csv(needed[0]),
+                 per_class=_csv(needed[1]), statistics=read_json(needed[2]), configs=configs,
+                 faithfulness=collect.read_explain_csv(run, "faithfulness.csv"),
+                 sanity=collect.read_explain_csv(run, "sanity.csv"))
+
