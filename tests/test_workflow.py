@@ -46,6 +46,8 @@ def test_quickstart_end_to_end_and_rerun_skips_finished_models(tmp_path, capsys)
     assert manifest["models"]["models/vit-small-input"]["config"]["epochs"] == 2
     logs = list((out / "logs").glob("run_*.log"))
     assert len(logs) == 1 and "stage train: done in" in logs[0].read_text()
+    assert logs[0].read_text().count("epoch   2/2") == 2  # each model's epoch lines, too
+    assert "epoch   1/2" not in stdout  # --quiet
     for name in ("resnet18-small", "vit-small-input"):
         assert (out / "models" / name / "metrics_test.json").is_file()
     final = pd.read_csv(out / "results" / "final_comparison.csv")

@@ -60,6 +60,10 @@ MODEL_FILES = {
     "train.log": "the training log",
     "summary.json": "what the model is and cost: written last, once training finished",
 }
+# what summary.json's `train_seconds` (the "training time" of every table and log) includes
+TRAINING_TIME = ("the training passes over the training split, all epochs: data on the device, "
+                 "forward, backward and optimiser steps; not validation, checkpoints or the "
+                 "final evaluation")
 REDUCED_DIR = "reduced"  # `--reduced` writes DIR/reduced/, never over a full run's files
 _SEED_DIR = re.compile(r"seed_(\d+)")
 

@@ -10,6 +10,7 @@ and stage timings. Re-running the same command continues: finished models are ke
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -34,7 +35,7 @@ from cnnvit.engine.train import fit, remaining_phases
 from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_text, open_log, read_json
 from cnnvit.presets import ModelPlan, Preset
-from cnnvit.rundir import ModelDir, RunDir
+from cnnvit.rundir import TRAINING_TIME, ModelDir, RunDir
 
 
 def _stamp() -> str:
@@ -187,10 +188,13 @@ class Study:
                 if extension is not None and phases[-1] is extension:
                     self.log.info(f"  {label}: then an extension phase to {extension.epochs} "
                                   f"epochs at lr {extension.lr:g} (a resume of the finished run)")
+                files = [h for h in self.log.handlers if isinstance(h, logging.FileHandler)]
                 fit(cfg, resume=True, extension=extension, quiet=self.quiet,
-                    dataset=self._dataset(cfg))
-                self.log.info(f"  [{_stamp()}] {label}: trained in "
-                              f"{fmt.seconds(time.perf_counter() - t0)}")
+                    dataset=self._dataset(cfg), also_log_to=files)
+                train_seconds = model_dir.read_summary().get("train_seconds")
+                self.log.info(f"  [{_stamp()}] {label}: training time "
+                              f"{fmt.seconds(train_seconds)} ({TRAINING_TIME}); "
+                              f"{fmt.seconds(time.perf_counter() - t0)} in all")
             saved, resolved = model_dir.read_config()
             self.manifest["models"][str(model_dir.path.relative_to(self.root))] = {
                 "config": saved.to_dict(), "resolved": resolved}

@@ -12,6 +12,7 @@ from cnnvit import fmt
 from cnnvit.compare.tables import COST_COLUMNS
 from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts
 from cnnvit.document import Block, Bullets, Para, Section, Table, markdown
+from cnnvit.rundir import TRAINING_TIME
 
 MODE_LABELS = {"full": "full mode",
                "reduced": "reduced mode — shortened schedule, not the full protocol"}
@@ -367,7 +368,7 @@ def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
                       "rows are in final_comparison.csv."))
     sections = [Section("Test results", [test_table(stats, families)]),
                 *statistics_sections(stats, statistics, verdicts),
-                Section("Cost", [cost_table(stats)])]
+                Section("Cost", [cost_table(stats), Para(f"Training time: {TRAINING_TIME}.")])]
     if len(stats) > 1:
         sections.append(Section("Trade-offs", [Bullets(trade_off_items(stats, verdicts))]))
     if faithfulness is not None:

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,20 +118,25 @@ def resume_config(out: str, overrides: dict[str, Any]) -> Config | None:
 
 
 def fit(cfg: Config, *, resume: bool = False, extension: Config | None = None,
-        quiet: bool = False, dataset: Dataset | None = None) -> Path:
+        quiet: bool = False, dataset: Dataset | None = None,
+        also_log_to: Sequence[logging.Handler] = ()) -> Path:
     """Train `cfg.model` on `cfg.dataset` into `cfg.out` (then `extension`, if given); returns
-    the model directory. `dataset`: the already loaded data `cfg.dataset` names."""
+    the model directory. `dataset`: the already loaded data `cfg.dataset` names;
+    `also_log_to`: handlers (e.g. a run log's file) that get the training log's lines too."""
     for phase in remaining_phases(cfg, resume, extension):
-        _fit_phase(phase, quiet, dataset)
+        _fit_phase(phase, quiet, dataset, also_log_to)
     return Path(cfg.out)
 
 
-def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None) -> None:
+def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None,
+               also_log_to: Sequence[logging.Handler]) -> None:
     """One training phase, from scratch or from `last.pt`, to `summary.json`."""
     out = ModelDir(cfg.out)
     state = load_checkpoint(out.checkpoint("last")) if out.checkpoint("last").is_file() else None
     out.summary.unlink(missing_ok=True)  # present only once training has finished
     run = _open(cfg, out, state, quiet, dataset)
+    for handler in also_log_to:
+        run.log.addHandler(handler)
     progress = _restore(run, state) if state is not None else _start(run)
     train_model: Callable[..., Any] = torch.compile(run.model) if cfg.compile else run.model
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
@@ -355,8 +360,9 @@ def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
     results = {s: evaluate_split(run.model, run.setup, s, out, extra) for s in ("val", "test")}
     out.write_summary(_summary(run, progress, stop_reason, results["test"]))
     test = results["test"]
+    auc = "n/a" if test["auc_macro"] is None else f"{test['auc_macro']:.4f}"
     run.log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
-                 f"auc_macro {test['auc_macro']} loss {test['loss']:.4f} → {out.path}")
+                 f"auc_macro {auc} loss {test['loss']:.4f} → {out.path}")
 
 
 def _summary(run: Run, progress: Progress, stop_reason: str,

@@ -16,7 +16,7 @@ from cnnvit.document import Block, Bullets, Figure, Para, Section, Table
 from cnnvit.report.facts import Facts
 from cnnvit.report.methodology import methodology
 from cnnvit.report.recommend import RULES, recommendations
-from cnnvit.rundir import MODEL_FILES, RUN_FILES
+from cnnvit.rundir import MODEL_FILES, RUN_FILES, TRAINING_TIME
 
 REPORT_FILES = "report/report.*"
 GALLERY_EXCERPTS = 2  # class galleries shown in the report (all are in explain/)
@@ -143,11 +143,9 @@ def efficiency(facts: Facts) -> Section:
     total = facts.manifest.get("total_seconds")
     return Section("Efficiency and operations", [
         summary.cost_table(facts.stats),
-        Para("Training time is the time spent in training passes over the training split (all "
-             "epochs, forward, backward and optimiser steps), without validation, checkpoints "
-             "or data loading; throughputs are images per second in those passes and in "
-             "evaluation. Peak memory is the accelerator's peak (CPU: the process's peak "
-             "resident memory growth)."),
+        Para(f"Training time: {TRAINING_TIME}. Throughputs are images per second in those "
+             "passes and in evaluation. Peak memory: the accelerator's peak allocation (on the "
+             "CPU, the growth of the process's resident memory)."),
         Table(["Stage", "Time"], rows),
         Para(f"Total time of the last `cnnvit run`: {fmt.seconds(total)}."),
         *_figures(facts, [("cost_test", "Test accuracy against parameters, FLOPs per image "
