@@ -162,10 +162,13 @@ def test_explain_dispatch(resnet, vit28):
         maps, used = explain(resnet, x, method)
         assert used == expected
         check_maps(maps, 2, 28, 28)
-    maps, used = explain(vit28, x, head_fusion="max")
+    maps, used = explain(vit28, x)
+    assert used == "relevance"
+    check_maps(maps, 2, 28, 28)
+    maps, used = explain(vit28, x, "rollout", head_fusion="max")
     assert used == "rollout"
     check_maps(maps, 2, 28, 28)
-    for method in ("rollout", "vit-gradcam"):
+    for method in ("rollout", "relevance", "vit-gradcam"):
         with pytest.raises(CnnvitError, match="needs a Vision Transformer"):
             explain(resnet, x, method)
     with pytest.raises(CnnvitError, match="unknown explanation method"):

@@ -37,7 +37,7 @@ def test_every_model_explains_the_same_selected_samples(run):
             assert row.file == (f"test_i{row.index:05d}_true{row.label}_pred{row.prediction}"
                                 ".png")
             assert (run / "explain" / model / row.file).stat().st_size > 1000
-        assert set(index["method"]) == {"gradcam" if model == "resnet18-small" else "rollout"}
+        assert set(index["method"]) == {"gradcam" if model == "resnet18-small" else "relevance"}
     for k in range(10):
         assert (run / "explain" / f"gallery_class_{k}.png").is_file()
     errors = samples[samples["reason"] != "class"]
@@ -58,7 +58,7 @@ def test_maps_have_the_input_shape_and_range(run):
 
 def test_faithfulness_beats_a_random_map_for_the_trained_cnn(run):
     faith = pd.read_csv(run / "explain" / "faithfulness.csv")
-    assert set(faith["method"]) == {"gradcam", "rollout", "random"}
+    assert set(faith["method"]) == {"gradcam", "relevance", "random"}
     means = faith.groupby(["model", "method"])[["deletion_auc", "insertion_auc"]].mean()
     cnn = means.loc["resnet18-small"]
     # an honest check: Grad-CAM's most important pixels matter more than random ones

@@ -298,7 +298,10 @@ def method_paragraphs(statistics: dict[str, Any]) -> list[Block]:
         f"{s['resamples']:,} resamples of the test set for both models, seed {s['seed']})."
         f" Intervals: {s['confidence'] * 100:g} % {s['method']} bootstrap. With several "
         "seeds the verdict is a paired t-test over the seeds: the seed-to-seed spread "
-        "decides whether a difference would hold if the models were trained again.")]
+        "decides whether a difference would hold if the models were trained again. ECE is "
+        "biased upwards on a resample (binning noise adds to it), so its percentile "
+        "interval can lie mostly above the estimate, and that of an ECE difference to one "
+        "side of it.")]
     missing = [_label(m["model"], m["seed"]) for m in statistics["missing_predictions"]]
     if missing:
         blocks.append(Para("Note: no predictions_test.csv for " + ", ".join(missing)

@@ -25,7 +25,8 @@ from cnnvit.explain._common import (
     model_device,
     normalize_maps,
 )
-from cnnvit.explain.methods import CAM_METHODS, METHODS
+from cnnvit.explain.methods import CAM_METHODS, METHODS, VIT_DEFAULT, VIT_METHODS
+from cnnvit.explain.relevance import relevance_maps
 from cnnvit.explain.rollout import attention_rollout, token_layout
 from cnnvit.models import family
 
@@ -189,20 +190,24 @@ def explain(model: nn.Module, images: torch.Tensor, method: str = "auto",
             **kwargs: Any) -> tuple[torch.Tensor, str]:
     """Saliency maps N×H×W in [0, 1] (float32, CPU) and the method used.
 
-    "auto": attention rollout for ViTs over a patch-token grid, Grad-CAM otherwise (CNNs,
-    Swin-like transformers). "vit-gradcam": Grad-CAM on a ViT's last block (ViTs only).
-    Rollout is class-agnostic and ignores `targets`. `kwargs` go to `cam_maps` (layer,
-    batch_size) or `attention_rollout` (head_fusion, discard_ratio, batch_size).
+    "auto": gradient-weighted attention relevance (Chefer et al. 2021) for ViTs over a
+    patch-token grid, Grad-CAM otherwise (CNNs, Swin-like transformers). "relevance",
+    "rollout" and "vit-gradcam" (Grad-CAM on a ViT's last block) are for ViTs only. Rollout is
+    class-agnostic and ignores `targets`; the others explain `targets` (None: the predicted
+    class). `kwargs` go to `cam_maps` (layer, batch_size), `attention_rollout` (head_fusion,
+    discard_ratio, batch_size) or `relevance_maps` (batch_size).
     """
     if method not in METHODS:
         raise CnnvitError(f"unknown explanation method {method!r}; use one of {', '.join(METHODS)}")
     fam = family(model)
     if method == "auto":
-        method = "rollout" if fam == "vit" and is_token_vit(model) else "gradcam"
-    if method in ("rollout", "vit-gradcam") and fam != "vit":
+        method = VIT_DEFAULT if fam == "vit" and is_token_vit(model) else "gradcam"
+    if method in VIT_METHODS and fam != "vit":
         raise CnnvitError(f"{method} needs a Vision Transformer; {type(model).__name__} is a CNN: "
                           "use gradcam or gradcam++")
     if method == "rollout":
         return attention_rollout(model, images, **kwargs), method
+    if method == "relevance":
+        return relevance_maps(model, images, targets, **kwargs), method
     cam_method = "gradcam" if method == "vit-gradcam" else method
     return cam_maps(model, images, targets, cam_method, **kwargs), method

@@ -1,5 +1,10 @@
 """The names of the explanation methods (kept free of torch, for the command line)."""
 
 CAM_METHODS = ("gradcam", "gradcam++")
-# auto: Grad-CAM for CNNs, attention rollout for ViTs
-METHODS = ("auto", *CAM_METHODS, "rollout", "vit-gradcam")
+# ViT-only methods (a CNN asked for one in a whole-run `cnnvit explain` uses Grad-CAM)
+VIT_METHODS = ("rollout", "relevance", "vit-gradcam")
+# attention-based: read each block's attention probabilities (no Grad-CAM target layer)
+ATTENTION_METHODS = ("rollout", "relevance")
+# auto: Grad-CAM for CNNs, VIT_DEFAULT for ViTs over a patch-token grid
+VIT_DEFAULT = "relevance"
+METHODS = ("auto", *CAM_METHODS, *VIT_METHODS)

@@ -4,9 +4,9 @@ Per block the heads' attention probabilities are fused (mean / max / min), optio
 weakest weights are discarded, the identity is added for the residual connection and rows are
 renormalised to sum to 1; the rollout is the product A_L @ ... @ A_1. The map is the class
 token's row over the patch tokens (prefix tokens — class, distillation, registers — dropped),
-reshaped to the patch grid and upsampled bilinearly to the input size. Models without a class
-token (global_pool="avg") use the mean of the patch-token rows instead, matching their average
-pooling over patch tokens.
+reshaped to the patch grid and upsampled bilinearly to the input size. Models whose classifier
+does not read the class token (no class token, or global_pool="avg") use the mean of the
+patch-token rows instead, matching their average pooling over patch tokens.
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def has_class_token(model: nn.Module) -> bool:
     return getattr(model, "cls_token", None) is not None
 
 
+def reads_class_token(model: nn.Module) -> bool:
+    """True when the classifier reads the class token's output (timm `global_pool="token"`);
+    False for models that pool the patch tokens (`"avg"`, `"max"`, attention pooling)."""
+    return has_class_token(model) and getattr(model, "global_pool", "token") == "token"
+
+
 class _TimmAttention(Protocol):
     """What rollout uses of a timm attention module (Attention, EvaAttention, ...)."""
 
@@ -75,19 +81,22 @@ def _attention_modules(model: nn.Module) -> list[_TimmAttention]:
     attns = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
     timm_attns = [a for a in attns if _is_timm_attention(a)]
     if not attns or len(timm_attns) != len(attns):
-        raise CnnvitError(f"attention rollout needs a ViT whose model.blocks[i].attn are timm "
-                          f"Attention modules (with fused_attn and attn_drop); "
+        raise CnnvitError(f"attention rollout and relevance need a ViT whose model.blocks[i].attn "
+                          f"are timm Attention modules (with fused_attn and attn_drop); "
                           f"{type(model).__name__} has none. Use gradcam with a layer instead.")
     return timm_attns
 
 
 @contextmanager
-def capture_attention(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+def capture_attention(model: nn.Module,
+                      keep_graph: bool = False) -> Iterator[dict[int, torch.Tensor]]:
     """Record each block's softmaxed attention (B×heads×T×T) during forward passes.
 
-    Yields a dict block index → attention of the latest forward pass. Fused attention is
-    switched off inside the block (its probabilities are never materialised) and a forward hook
-    on `attn.attn_drop` reads its input; flags and hooks are restored on exit, even on error.
+    Yields a dict block index → attention of the latest forward pass, detached unless
+    `keep_graph` (then it stays in the autograd graph, for gradients with respect to it). Fused
+    attention is switched off inside the block (its probabilities are never materialised) and a
+    forward hook on `attn.attn_drop` reads its input; flags and hooks are restored on exit, even
+    on error.
     """
     attns = _attention_modules(model)
     fused = [a.fused_attn for a in attns]
@@ -98,7 +107,7 @@ def capture_attention(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
             attn.fused_attn = False
 
             def hook(_module: nn.Module, inputs: tuple, _output: torch.Tensor, i: int = i) -> None:
-                captured[i] = inputs[0].detach()
+                captured[i] = inputs[0] if keep_graph else inputs[0].detach()
 
             handles.append(attn.attn_drop.register_forward_hook(hook))
         yield captured
@@ -107,6 +116,15 @@ def capture_attention(model: nn.Module) -> Iterator[dict[int, torch.Tensor]]:
             handle.remove()
         for attn, flag in zip(attns, fused, strict=True):
             attn.fused_attn = flag
+
+
+def recorded_attention(model: nn.Module, captured: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+    """`capture_attention`'s record as a list in block order, checked to hold every block."""
+    n_blocks = len(_attention_modules(model))  # one attention module per block
+    if len(captured) != n_blocks:
+        raise CnnvitError(f"attention was recorded in {len(captured)} of {n_blocks} "
+                          "blocks: the model's forward does not run every block's attention")
+    return [captured[i] for i in range(n_blocks)]
 
 
 def _fuse_heads(attn: torch.Tensor, head_fusion: str) -> torch.Tensor:
@@ -149,11 +167,7 @@ def rollout_matrices(model: nn.Module, images: torch.Tensor, head_fusion: str = 
     class_token = has_class_token(model)
     with inference_state(model), torch.no_grad(), capture_attention(model) as captured:
         model(images.to(model_device(model)))
-    n_blocks = len(_attention_modules(model))  # one attention module per block
-    if len(captured) != n_blocks:
-        raise CnnvitError(f"attention was recorded in {len(captured)} of {n_blocks} "
-                          "blocks: the model's forward does not run every block's attention")
-    attentions = [captured[i] for i in range(len(captured))]
+    attentions = recorded_attention(model, captured)
     blocks: list[torch.Tensor] = []
     for attn in attentions:
         fused = _discard(_fuse_heads(attn.float(), head_fusion), discard_ratio, class_token)
@@ -167,6 +181,28 @@ def rollout_matrices(model: nn.Module, images: torch.Tensor, head_fusion: str = 
     return blocks, rollout
 
 
+def token_maps(model: nn.Module, matrices: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Unnormalised maps N×H×W from token-to-token matrices N×T×T (rollout, relevance).
+
+    The row of the token the classifier reads (the class token's, or the mean of the patch-token
+    rows when it pools patch tokens, see `reads_class_token`) over the patch tokens, on the patch
+    grid, upsampled bilinearly to `size` (H, W).
+    """
+    height, width = (int(s) for s in size)
+    grid_h, grid_w, prefix = token_layout(model, (height, width))
+    if matrices.shape[-1] != prefix + grid_h * grid_w:
+        raise CnnvitError(f"the model produced {matrices.shape[-1]} tokens for "
+                          f"{height}×{width} px inputs, expected {prefix} prefix + "
+                          f"{grid_h}×{grid_w} patch tokens: feed images of the size the "
+                          "model was built for")
+    if reads_class_token(model):
+        flow = matrices[:, 0, prefix:]
+    else:
+        flow = matrices[:, prefix:, prefix:].mean(dim=1)
+    grid = flow.reshape(-1, 1, grid_h, grid_w)
+    return F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
 def attention_rollout(model: nn.Module, images: torch.Tensor, head_fusion: str = "mean",
                       discard_ratio: float = 0.0, batch_size: int = 64) -> torch.Tensor:
     """Attention-rollout maps, N×H×W float32 on the CPU, each min-max scaled to [0, 1].
@@ -174,22 +210,11 @@ def attention_rollout(model: nn.Module, images: torch.Tensor, head_fusion: str =
     Class-agnostic (the class token's attention flow, not a class-specific explanation).
     """
     images = check_images(images)
-    height, width = images.shape[-2:]
-    grid_h, grid_w, prefix = token_layout(model, (height, width))
+    size = images.shape[-2:]
+    token_layout(model, size)  # a wrong input size fails before any forward pass
     maps = []
     for start in range(0, images.shape[0], batch_size):
         _, rollout = rollout_matrices(model, images[start:start + batch_size], head_fusion,
                                       discard_ratio)
-        if rollout.shape[-1] != prefix + grid_h * grid_w:
-            raise CnnvitError(f"the model produced {rollout.shape[-1]} tokens for "
-                              f"{height}×{width} px inputs, expected {prefix} prefix + "
-                              f"{grid_h}×{grid_w} patch tokens: feed images of the size the "
-                              "model was built for")
-        if has_class_token(model):
-            flow = rollout[:, 0, prefix:]
-        else:
-            flow = rollout[:, prefix:, prefix:].mean(dim=1)
-        grid = flow.reshape(-1, 1, grid_h, grid_w)
-        maps.append(F.interpolate(grid, size=(height, width), mode="bilinear",
-                                  align_corners=False)[:, 0])
+        maps.append(token_maps(model, rollout, size))
     return normalize_maps(torch.cat(maps))

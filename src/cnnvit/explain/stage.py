@@ -14,6 +14,8 @@ Writes, under `DIR/explain/`:
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from cnnvit import models as models_mod
 from cnnvit.data.types import Dataset, Split
@@ -30,7 +33,8 @@ from cnnvit.engine.setup import Setup, data_size
 from cnnvit.errors import CnnvitError
 from cnnvit.explain.cams import explain
 from cnnvit.explain.faithfulness import deletion_insertion, mean_curves, random_maps, road_scores
-from cnnvit.explain.figures import OverlayWriter, gallery
+from cnnvit.explain.figures import Column, OverlayWriter, Tile, gallery, prediction_marks
+from cnnvit.explain.methods import ATTENTION_METHODS, CAM_METHODS, VIT_DEFAULT, VIT_METHODS
 from cnnvit.explain.sanity import randomization_check
 from cnnvit.io import atomic_write_csv
 from cnnvit.rundir import ModelDir, RunDir
@@ -74,10 +78,14 @@ def select_samples(labels: np.ndarray, per_class: int, errors: dict[str, np.ndar
 
 
 def _method_for(requested: str, family: str) -> str:
-    """The method a model of `family` uses when `requested` was asked for the whole run."""
+    """The method a model of `family` uses when `requested` was asked for the whole run:
+    CNNs use Grad-CAM for "auto" and the ViT-only methods; ViTs use VIT_DEFAULT for "auto"
+    and Grad-CAM on their last block for "gradcam" / "gradcam++"."""
     if family == "cnn":
-        return "gradcam" if requested in ("auto", "rollout", "vit-gradcam") else requested
-    return {"gradcam": "vit-gradcam", "gradcam++": "vit-gradcam"}.get(requested, requested)
+        return "gradcam" if requested in ("auto", *VIT_METHODS) else requested
+    if requested == "auto":
+        return VIT_DEFAULT
+    return "vit-gradcam" if requested in CAM_METHODS else requested
 
 
 @dataclass(frozen=True)
@@ -92,23 +100,25 @@ class Options:
     sanity: bool
     road: bool
     label: str  # " [REDUCED mode]" in figure titles of a reduced run, else ""
+    progress: bool  # tqdm bars on a terminal's stderr
 
 
 def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: str = "test",
                 per_class: int = 10, method: str = "auto", include_errors: int = 5,
                 target_layer: str | None = None, steps: int = 10, seed: int = 0,
                 sanity: bool = True, road: bool = False, device: str | None = None,
-                logger: logging.Logger | None = None) -> Path:
+                logger: logging.Logger | None = None, progress: bool = True) -> Path:
     """Explain every model of a run on the same samples; returns `DIR/explain`.
 
     Warnings (an explanation that ignores the model's weights) go to `logger`. `road` adds
     pytorch-grad-cam's ROAD scores (Rong et al. 2022) to faithfulness.csv (slower: one
-    sparse solve per image and percentile).
+    sparse solve per image and percentile). `progress`: tqdm bars over the models and their
+    overlays, shown only when stderr is a terminal.
     """
     run = RunDir(run_dir)
     mode = run.mode()
     opts = Options(split, method, target_layer, steps, seed, sanity, road,
-                   " [REDUCED mode]" if mode == "reduced" else "")
+                   " [REDUCED mode]" if mode == "reduced" else "", progress)
 
     def write_csv(df: pd.DataFrame, path: Path) -> None:
         atomic_write_csv(df.assign(mode=mode), path)
@@ -126,23 +136,24 @@ def explain_run(run_dir: str | Path, *, models: list[str] | None = None, split: 
     class_names = list(dataset.info.class_names)
     results: dict[str, ModelMaps] = {}
     faith_rows, curve_rows, sanity_rows = [], [], []
-    for name, (setup, model, _) in loaded.items():
+    bar = _progress(loaded.items(), opts, desc="explain", unit="model")
+    for name, (setup, model, _) in bar:
+        bar.set_postfix_str(name)
         results[name], faith, curves, check = _explain_model(name, setup, model, subset, idx,
                                                              class_names, opts, out)
         write_csv(results[name].index, out / name / "index.csv")
         faith_rows += faith
         curve_rows += curves
-        if check is not None:
-            sanity_rows.append(check)
-            if check["flag"]:
-                (logger or log).warning(
-                    f"  warning: {name}'s {check['method']} maps barely change when the model's "
-                    f"weights are randomised (Spearman {check['mean_spearman']:.2f}): they do "
-                    "not explain this model")
+        sanity_rows += [] if check is None else [check]
     write_csv(pd.DataFrame(faith_rows), out / "faithfulness.csv")
     write_csv(pd.DataFrame(curve_rows), out / "faithfulness_curves.csv")
     if sanity_rows:
         write_csv(pd.DataFrame(sanity_rows), out / "sanity.csv")
+    for check in (c for c in sanity_rows if c["flag"]):
+        (logger or log).warning(
+            f"  warning: {check['model']}'s {check['method']} maps barely change when the "
+            f"model's weights are randomised (Spearman {check['mean_spearman']:.2f}): they do "
+            "not explain this model")
     _galleries(out, samples, subset, results, class_names, split, opts.label)
     return out
 
@@ -192,10 +203,11 @@ def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Spli
     probs = torch.from_numpy(predict(model, pipe, setup.cfg.eval_batch_size,
                                      amp_dtype(setup.cfg.amp, setup.device))[0])
     pred = probs.argmax(1)
-    kwargs = {"layer": opts.target_layer} if opts.target_layer and use != "rollout" else {}
+    kwargs = ({"layer": opts.target_layer} if opts.target_layer and use not in ATTENTION_METHODS
+              else {})
     maps, used = explain(model, x, use, targets=pred, **kwargs)
     result = _write_overlays(out / name, name, used, subset, idx, maps.numpy(), pred.numpy(),
-                             probs.max(1).values.numpy(), class_names, opts.split, opts.label)
+                             probs.max(1).values.numpy(), class_names, opts)
     faith = deletion_insertion(model, x, maps, pred, steps=opts.steps)
     height, width = maps.shape[1:]
     rand = deletion_insertion(model, x, random_maps(len(x), height, width, seed=opts.seed),
@@ -221,20 +233,29 @@ def _explain_model(name: str, setup: Setup, model: torch.nn.Module, subset: Spli
                                   "mean_spearman": check["mean"], "flag": bool(check["flag"])}
 
 
+def _progress(iterable: Iterable[Any], opts: Options, **kwargs: Any) -> Any:
+    """`iterable` wrapped in a tqdm bar, shown only on a terminal's stderr (as in training:
+    never in logs or pipes) and removed when done."""
+    return tqdm(iterable, leave=False, disable=not opts.progress or not sys.stderr.isatty(),
+                **kwargs)
+
+
 def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np.ndarray,
                     maps: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                    class_names: list[str], split: str, label: str) -> ModelMaps:
+                    class_names: list[str], opts: Options) -> ModelMaps:
     folder.mkdir(parents=True, exist_ok=True)
     writer = OverlayWriter(method, maps.shape[-1])
+    marks = prediction_marks(subset.labels, pred, conf, class_names)
     rows = []
     try:
-        for j, i in enumerate(idx):
-            y, p = int(subset.labels[j]), int(pred[j])
-            fname = f"{split}_i{int(i):05d}_true{y}_pred{p}.png"
-            title = (f"{name} · {split} #{int(i)} · true: {class_names[y]} · "
-                     f"pred: {class_names[p]} ({conf[j]:.2f}){label}")
-            writer.write(folder / fname, subset.images[j], maps[j], title)
-            rows.append({"file": fname, "split": split, "index": int(i), "label": y,
+        for j, i in enumerate(_progress(idx, opts, desc=f"{name} overlays", unit="image")):
+            y, p, mark = int(subset.labels[j]), int(pred[j]), marks[j]
+            fname = f"{opts.split}_i{int(i):05d}_true{y}_pred{p}.png"
+            writer.write(folder / fname, subset.images[j], maps[j],
+                         f"{name} · {method} · {opts.split} #{int(i)}{opts.label}",
+                         f"true: {class_names[y]} · {mark.caption} · confidence {conf[j]:.2f}",
+                         mark.colour)
+            rows.append({"file": fname, "split": opts.split, "index": int(i), "label": y,
                          "label_name": class_names[y], "prediction": p,
                          "prediction_name": class_names[p], "confidence": float(conf[j]),
                          "correct": y == p, "method": method})
@@ -244,25 +265,34 @@ def _write_overlays(folder: Path, name: str, method: str, subset: Split, idx: np
 
 
 def _galleries(out: Path, samples: pd.DataFrame, subset: Split, results: dict[str, ModelMaps],
-               class_names: list[str], split: str, label: str) -> None:
+               class_names: list[str], split: str, label: str) -> dict[str, list[Tile]]:
+    """The per-class galleries and the error gallery; returns each file's drawn tiles."""
     reasons = samples["reason"].to_numpy()
+    drawn = {}
     for k in np.unique(subset.labels):
         rows = np.flatnonzero((subset.labels == k) & (reasons == "class"))
-        _gallery(out / f"gallery_class_{int(k)}.png", rows, samples, subset, results,
-                 class_names, f"{split}: class {class_names[int(k)]} — input and each model's "
-                 f"map{label}")
+        if len(rows):
+            drawn[f"gallery_class_{int(k)}.png"] = _gallery(
+                out / f"gallery_class_{int(k)}.png", rows, samples, subset, results,
+                class_names, f"{split}: class {class_names[int(k)]} — input and each model's "
+                f"map{label}")
     errs = np.flatnonzero(reasons != "class")
     if len(errs):
-        _gallery(out / "gallery_errors.png", errs, samples, subset, results, class_names,
-                 f"{split}: misclassified samples — input and each model's map{label}")
+        drawn["gallery_errors.png"] = _gallery(
+            out / "gallery_errors.png", errs, samples, subset, results, class_names,
+            f"{split}: misclassified samples — input and each model's map; a red frame and ✗ "
+            f"mark the models that got it wrong{label}")
+    return drawn
 
 
 def _gallery(path: Path, rows: np.ndarray, samples: pd.DataFrame, subset: Split,
-             results: dict[str, ModelMaps], class_names: list[str], title: str) -> None:
+             results: dict[str, ModelMaps], class_names: list[str], title: str) -> list[Tile]:
     idx = samples["index"].to_numpy()
-    gallery(path, [subset.images[r] for r in rows],
-            {n: [m.maps[r] for r in rows] for n, m in results.items()},
-            [f"#{idx[r]} true {class_names[int(subset.labels[r])]}" for r in rows],
-            {n: [f"{m.method}: {class_names[int(m.predictions[r])]} "
-                 f"({m.confidence[r]:.2f})" for r in rows] for n, m in results.items()},
-            title)
+    labels = subset.labels[rows]
+    columns = [Column(name, m.method, [m.maps[r] for r in rows],
+                      prediction_marks(labels, m.predictions[rows], m.confidence[rows],
+                                       class_names))
+               for name, m in results.items()]
+    captions = [f"true: {class_names[int(y)]}\n#{idx[r]}" for r, y in zip(rows, labels,
+                                                                           strict=True)]
+    return gallery(path, [subset.images[r] for r in rows], captions, columns, title)
