@@ -405,3 +405,15 @@ def test_any_valid_input_gives_bounded_json_safe_metrics(k, n, seed, concentrati
     assert sum(map(sum, m["confusion_matrix"])) == n
     assert sum(r["support"] for r in m["per_class"]) == n
     assert sum(b["count"] for b in m["ece_bins"]) == n
+
+
+def test_chance_test_is_the_one_sided_binomial_against_the_majority_rate():
+    from math import comb
+
+    from cnnvit.metrics import chance_test
+
+    rate, p = chance_test(0.5, 20, [12, 4, 4])  # 10 of 20 right; always "class 0" gets 12
+    assert rate == 0.6
+    assert p == pytest.approx(sum(comb(20, k) * 0.6**k * 0.4**(20 - k) for k in range(10, 21)))
+    assert p > 0.05
+    assert chance_test(0.95, 20, [12, 4, 4])[1] < 0.01

@@ -411,3 +411,29 @@ def test_load_weights_function_returns_report(tmp_path: Path) -> None:
     report = load_weights(target, tmp_path / "w.pt", "resnet18-small")
     assert report is target.cnnvit_weights_report and len(report) == 2
     assert torch.equal(target.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+
+
+def test_a_patch_grid_that_drops_pixels_is_an_error():
+    from cnnvit.errors import CnnvitError
+    from cnnvit.models import build
+
+    with pytest.raises(CnnvitError, match=r"16×16 patches and --image-size 30 is not a multiple"
+                                          r".*top-left 16×16 pixels.*--image-size 16, 32, 48"):
+        build("vit_small_patch16_224", 3, image_size=30)
+    with pytest.raises(CnnvitError, match="smaller than one patch"):
+        build("vit_small_patch16_224", 3, image_size=8)
+    assert build("vit_small_patch16_224", 3, image_size=32).patch_embed.grid_size == (2, 2)
+    build("resnet18", 3, image_size=30)  # no patches: any size
+
+
+def test_an_input_below_the_stated_minimum_warns(caplog):
+    import torch.nn as nn
+
+    from cnnvit.models.inputs import warn_below_minimum
+
+    model = nn.Linear(2, 2)
+    model.pretrained_cfg = {"min_input_size": (3, 75, 75)}  # e.g. timm's inception_v3
+    with caplog.at_level("WARNING", logger="cnnvit.models"):
+        assert "use --image-size 75" in warn_below_minimum(model, "inception_v3", 32)
+    assert "minimum input of 75×75" in caplog.text
+    assert warn_below_minimum(model, "inception_v3", 96) is None

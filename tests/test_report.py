@@ -164,6 +164,10 @@ def test_rules_flag_chance_calibration_and_one_seed(tmp_path: Path) -> None:
     lines = recommend.recommendations(_facts(tmp_path, vit={
         "accuracy": 0.34, "f1_macro": 0.3, "auc_macro": 0.5, "loss": 1.1, "ece": 0.2}))
     assert any(f"**{VIT} did not learn**" in line for line in lines)
+    assert not any("choose" in line for line in lines)  # a model that did not learn: no ranking
+    text = (tmp_path / "run" / "results" / "summary.md").read_text()
+    assert f"⚠ **{VIT} did not learn**" in text and "binomial p" in text
+    assert f"**{CNN}** is more accurate" not in text and "fewer than two ranked" in text
     assert any(f"{VIT}'s test ECE is 0.2000" in line for line in lines)
     assert any("One training run per model" in line for line in lines)
     seeded = recommend.recommendations(_facts(tmp_path / "s", seeds=(1, 2, 3)))

@@ -266,3 +266,17 @@ def _per_class(y: np.ndarray, pred: np.ndarray, names: list[str],
         }
         for i, name in enumerate(names)
     ]
+
+
+def chance_test(accuracy: float, n: int, supports: Sequence[int]) -> tuple[float, float]:
+    """Whether an accuracy on n samples beats always predicting the majority class: (the
+    majority class's share of the class supports, one-sided exact binomial p of reaching
+    `accuracy` at that rate).
+
+    A model whose p is not below 0.05 cannot be told apart from one that did not learn.
+    """
+    from scipy.stats import binomtest
+
+    rate = max(supports) / sum(supports)
+    correct = min(n, max(0, round(accuracy * n)))
+    return rate, float(binomtest(correct, n, rate, alternative="greater").pvalue)

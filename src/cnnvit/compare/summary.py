@@ -10,7 +10,7 @@ import pandas as pd
 
 from cnnvit import fmt
 from cnnvit.compare.tables import COST_COLUMNS
-from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts
+from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts, p_text
 from cnnvit.document import Block, Bullets, Para, Section, Table, markdown
 from cnnvit.rundir import TRAINING_TIME
 
@@ -28,6 +28,7 @@ TRADE_OFFS = (("parameters", "parameters", "fewer"),
               ("train_seconds", "training time", "less"))
 FAITHFULNESS_COLUMNS = ("model", "method", "deletion_auc", "insertion_auc")
 SAME_WITHIN = 1.05  # cost ratios closer to 1 than this count as "about the same"
+CHANCE_ALPHA = 0.05  # a validation accuracy not above chance at this level: "did not learn"
 
 
 def model_stats(test: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
@@ -62,6 +63,26 @@ def cost_table(stats: pd.DataFrame) -> Table:
                   "Train throughput", "Eval throughput", "Peak memory"], rows)
 
 
+def not_learned(final: pd.DataFrame) -> dict[str, str]:
+    """The models (any seed) whose validation accuracy is not above the majority-class rate
+    (one-sided exact binomial p ≥ 0.05): model → the sentence that says so."""
+    val = final[final["split"] == "val"]
+    if "chance_p" not in val.columns:
+        return {}
+    out: dict[str, str] = {}
+    for row in val.itertuples():
+        p = row.chance_p
+        if isinstance(p, float) and not math.isnan(p) and p >= CHANCE_ALPHA \
+                and row.model not in out:
+            seed = "" if pd.isna(row.seed) else f" (seed {row.seed})"
+            out[str(row.model)] = (
+                f"**{row.model} did not learn**{seed}: its validation accuracy "
+                f"{fmt.metric(row.accuracy)} is not above the majority-class rate "
+                f"{fmt.metric(row.chance_rate)} (one-sided binomial {p_text(p)}). Its numbers "
+                "are listed, but it is not ranked against the other models.")
+    return out
+
+
 def metric_items(stats: pd.DataFrame, verdicts: Verdicts) -> tuple[list[str], list[str]]:
     """Per primary test metric: the two leading values and whether their difference is
     significant (a winner is named only then), each with the pair's size ratio; and a "⚠"
@@ -72,7 +93,7 @@ def metric_items(stats: pd.DataFrame, verdicts: Verdicts) -> tuple[list[str], li
         values = stats[col].dropna().sort_values(ascending=not HIGHER_IS_BETTER[col],
                                                  kind="stable")
         if len(values) < 2:
-            items.append(head + "n/a (fewer than two models report it)")
+            items.append(head + "n/a (fewer than two ranked models report it)")
             continue
         (first, v1), (second, v2) = list(values.items())[:2]
         line = head + f"{first} {fmt.metric(v1)} vs {second} {fmt.metric(v2)}"
@@ -311,7 +332,8 @@ def method_paragraphs(statistics: dict[str, Any]) -> list[Block]:
 
 def statistics_sections(stats: pd.DataFrame, statistics: dict[str, Any] | None,
                         verdicts: Verdicts) -> list[Section]:
-    """Verdict per primary metric, every pair (three models or more), intervals, seeds."""
+    """Verdict per primary metric, every pair (three models or more), intervals, seeds;
+    `stats`: the models that are ranked (those that learned)."""
     items, warnings = metric_items(stats, verdicts)
     first = Section("Primary metrics (test): which differences are significant",
                     [Bullets(items), *(Para(w) for w in warnings)])
@@ -365,15 +387,18 @@ def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
     families = test.groupby("model", sort=False)["family"].first()
     verdicts = Verdicts(statistics or {})
     intro: list[Block] = [Para(SYNTHETIC_WARNING)] if final["synthetic"].any() else []
+    failed = not_learned(final)
+    intro += [Para(f"⚠ {line}") for line in failed.values()]
+    learners = stats.drop(index=list(failed))
     datasets = ", ".join(dict.fromkeys(final["dataset"].dropna().astype(str))) or "unknown"
     intro.append(Para(f"Dataset: {datasets}. Models: {len(stats)}; "
                       f"{seeds_phrase(stats['n_seeds'])}. Test split (primary); validation "
                       "rows are in final_comparison.csv."))
     sections = [Section("Test results", [test_table(stats, families)]),
-                *statistics_sections(stats, statistics, verdicts),
+                *statistics_sections(learners, statistics, verdicts),
                 Section("Cost", [cost_table(stats), Para(f"Training time: {TRAINING_TIME}.")])]
-    if len(stats) > 1:
-        sections.append(Section("Trade-offs", [Bullets(trade_off_items(stats, verdicts))]))
+    if len(learners) > 1:
+        sections.append(Section("Trade-offs", [Bullets(trade_off_items(learners, verdicts))]))
     if faithfulness is not None:
         sections.append(faithfulness_section(faithfulness, sanity))
     sections.append(Section("Provenance", [Para(

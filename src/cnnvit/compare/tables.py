@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from cnnvit.compare.collect import SPLITS, ModelRun
+from cnnvit.metrics import chance_test
 
 CORE_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                 "precision_micro", "recall_micro", "f1_micro", "auc_macro", "auc_micro", "loss",
@@ -48,12 +49,23 @@ def final_comparison(runs: list[ModelRun], mode: str, metrics: list[str]) -> pd.
             row.update({"architecture": arch, "family": run.summary.get("family", ""),
                         "dataset": m.get("dataset", run.summary.get("dataset")),
                         "synthetic": bool(m.get("synthetic", False)), "n": m.get("n")})
+            row.update(_chance(m))
             rows.append(row)
     df = pd.DataFrame(rows)
     df["seed"] = df["seed"].astype("Int64")
-    for col in (*metrics, *COST_COLUMNS):
+    for col in (*metrics, *COST_COLUMNS, "chance_rate", "chance_p"):
         df[col] = pd.to_numeric(df[col])
     return df
+
+
+def _chance(m: dict[str, Any]) -> dict[str, float | None]:
+    """The majority-class rate of the split and the binomial p of beating it (None when the
+    metrics file lacks the counts)."""
+    supports = [e.get("support") or 0 for e in m.get("per_class") or []]
+    if not m.get("n") or m.get("accuracy") is None or not any(supports):
+        return {"chance_rate": None, "chance_p": None}
+    rate, p = chance_test(float(m["accuracy"]), int(m["n"]), supports)
+    return {"chance_rate": rate, "chance_p": p}
 
 
 def per_class(runs: list[ModelRun]) -> pd.DataFrame:

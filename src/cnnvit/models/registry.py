@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from cnnvit.errors import CnnvitError
+from cnnvit.models.inputs import check_patch_grid, warn_below_minimum
 from cnnvit.models.small import resnet18_small, vit_small_input
 from cnnvit.models.structure import is_vit
 from cnnvit.models.timm_models import build_timm
@@ -101,6 +102,8 @@ def build(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
                                   display_name=name, **kwargs)
     else:
         model = build_timm(base, num_classes, in_chans, image_size, pretrained=download, **kwargs)
+    check_patch_grid(model, name, image_size)
+    warn_below_minimum(model, name, image_size)
     report = list(getattr(model, "cnnvit_weights_report", []))
     if weights is not None:
         report = load_weights(model, weights, name)

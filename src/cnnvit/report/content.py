@@ -61,7 +61,7 @@ def executive_summary(facts: Facts) -> Section:
                 + (fmt.metric(r["accuracy"], r["accuracy_std"]) + " over seeds"
                    if r["n_seeds"] > 1 else _interval(facts, str(m), "accuracy"))
                 for m, r in stats.iterrows()]
-    items, warnings = summary.metric_items(stats, facts.verdicts)
+    items, warnings = summary.metric_items(facts.learners, facts.verdicts)
     blocks: list[Block] = [Para(setup),
                            Para(f"Test accuracy with its {confidence:g} % interval:"),
                            Bullets(accuracy), Para("What the statistics support:"),
@@ -106,7 +106,7 @@ def statistics(facts: Facts) -> Section:
     reliability = [(f"reliability_test_{m}", f"{m}: reliability diagram (test)")
                    for m in facts.stats.index]
     return Section("Statistics", [], [
-        *summary.statistics_sections(facts.stats, facts.statistics, facts.verdicts),
+        *summary.statistics_sections(facts.learners, facts.statistics, facts.verdicts),
         Section("Calibration", _figures(facts, reliability))])
 
 
@@ -177,6 +177,7 @@ def artifact_checklist(facts: Facts) -> Section:
 def build(facts: Facts) -> Document:
     """The whole report."""
     intro: list[Block] = [Para(summary.SYNTHETIC_WARNING)] if facts.synthetic else []
+    intro += [Para(f"⚠ {line}") for line in facts.not_learned.values()]
     if facts.mode == "reduced":
         intro.append(Para("**Reduced mode**: a shortened schedule on smaller inputs, labelled "
                           "as such everywhere; not the full protocol."))

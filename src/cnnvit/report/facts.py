@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from cnnvit.compare import collect
-from cnnvit.compare.summary import model_stats
+from cnnvit.compare.summary import model_stats, not_learned
 from cnnvit.compare.verdicts import Verdicts
 from cnnvit.errors import CnnvitError
 from cnnvit.io import read_json
@@ -38,6 +38,16 @@ class Facts:
     def stats(self) -> pd.DataFrame:
         """Per model: test metrics and costs (mean over seeds), `<col>_std`, `n_seeds`."""
         return model_stats(self.test)
+
+    @property
+    def not_learned(self) -> dict[str, str]:
+        """The models whose validation accuracy is not above chance → the sentence saying so."""
+        return not_learned(self.final)
+
+    @property
+    def learners(self) -> pd.DataFrame:
+        """`stats` of the models that are ranked: those that learned."""
+        return self.stats.drop(index=list(self.not_learned))
 
     @property
     def verdicts(self) -> Verdicts:

@@ -13,11 +13,10 @@ from cnnvit.compare.verdicts import SIZE_WARNING
 from cnnvit.report.facts import Facts
 
 ECE_LIMIT = 0.05   # above this test ECE, probabilities should be calibrated before use
-CHANCE_FACTOR = 1.5  # test accuracy below this multiple of 1 / classes: the model did not learn
 
 
 def _accuracy(facts: Facts) -> list[str]:
-    stats = facts.stats.sort_values("accuracy", ascending=False, kind="stable")
+    stats = facts.learners.sort_values("accuracy", ascending=False, kind="stable")
     if len(stats) < 2:
         return []
     best = str(stats.index[0])
@@ -46,16 +45,9 @@ def _calibration(facts: Facts) -> list[str]:
             "confidences." for m, e in facts.stats["ece"].items() if e > ECE_LIMIT]
 
 
-def _chance(facts: Facts) -> list[str]:
-    test = facts.per_class[facts.per_class["split"] == "test"]
-    out = []
-    for model, acc in facts.stats["accuracy"].items():
-        k = test.loc[test["model"] == model, "class_index"].nunique()
-        if k > 1 and acc < CHANCE_FACTOR / k:
-            out.append(f"**{model} did not learn**: test accuracy {fmt.metric(acc)} is near "
-                       f"chance (1/{k} = {1 / k:.4f}); check its schedule (epochs, learning "
-                       "rate) before comparing it.")
-    return out
+def _learning(facts: Facts) -> list[str]:
+    return [f"{line} Check its schedule (epochs, learning rate) and input size before "
+            "comparing it." for line in facts.not_learned.values()]
 
 
 def _explanations(facts: Facts) -> list[str]:
@@ -99,7 +91,9 @@ def _protocol(facts: Facts) -> list[str]:
 # (the rule as the report states it, the function that applies it)
 RULES: tuple[tuple[str, Callable[[Facts], list[str]]], ...] = (
     ("Protocol: a reduced or synthetic run supports no decision.", _protocol),
-    (f"Learning: a model below {CHANCE_FACTOR:g}× chance accuracy is flagged.", _chance),
+    ("Learning: a model whose validation accuracy is not above the majority-class rate "
+     "(one-sided binomial test, p ≥ 0.05) did not learn: it is flagged and never ranked.",
+     _learning),
     ("Accuracy: a model is preferred only when its accuracy is significantly higher (McNemar, "
      "or the t-test over seeds); among models that do not differ significantly, the one with "
      "the fewest FLOPs per image is preferred where cost matters.", _accuracy),
