@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from cnnvit.errors import ConfigError
+from cnnvit.errors import CnnvitError, ConfigError
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -31,9 +31,16 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 where supported, else fp16, on CUDA only (None = full fp32)."""
-    if device.type != "cuda" or amp == "off":
+    """The autocast dtype (None = full fp32). CUDA: `auto` is bf16 where supported, else fp16.
+    CPU: fp32 unless `bf16` is asked for (CPU bf16 autocast; see docs/performance.md); fp16
+    autocast on the CPU is an error."""
+    if amp == "off":
         return None
+    if device.type != "cuda":
+        if amp == "fp16":
+            raise CnnvitError(f"--amp fp16 needs a CUDA device (this run is on {device}); on the "
+                              "CPU use --amp bf16 (bfloat16 autocast) or --amp off")
+        return torch.bfloat16 if amp == "bf16" else None
     if amp == "fp16":
         return torch.float16
     if amp == "bf16" or torch.cuda.is_bf16_supported():
