@@ -65,7 +65,8 @@ def test_bench_json_structure(bench_run):
         assert set(r) == keys
         assert r["device"] == "cpu"
         assert r["batch_size"] == bench._batch_size(8, torch.device("cpu")) == 128
-        for key in keys - {"case", "device", "batch_size"}:
+        assert r["precision"] == "float32"  # --amp auto on the CPU
+        for key in keys - {"case", "device", "precision", "batch_size"}:
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), key
         # every share is against the final (best) peak, the one the payload reports
         assert r["peak_gflop_per_s"] == pytest.approx(peak / 1e9, abs=0.051)
@@ -115,7 +116,7 @@ def test_bench_prints_a_markdown_table(bench_run):
 @pytest.fixture
 def fast_peak(monkeypatch):
     """A fixed matmul peak: the spec errors below come after the peak is measured."""
-    monkeypatch.setattr(bench, "matmul_peak", lambda device, reps=10: 1e11)
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, reps=10, dtype=None: 1e11)
 
 
 @pytest.mark.usefixtures("fast_peak")

@@ -38,6 +38,7 @@ DEFAULT_CASES = ("resnet18-small@28", "vit-small-input@28", "resnet18@224",
 class BenchResult:
     case: str
     device: str
+    precision: str
     batch_size: int
     full_images_per_s: float
     model_only_images_per_s: float
@@ -49,9 +50,11 @@ class BenchResult:
     share_of_peak: float
 
 
-def matmul_peak(device: torch.device, reps: int = 10) -> float:
-    """Best measured FLOP/s of a square matrix product: fp32 2048² on CPU, bf16 8192² on CUDA."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+def matmul_peak(device: torch.device, reps: int = 10, dtype: torch.dtype | None = None) -> float:
+    """Best measured FLOP/s of a square matrix product: fp32 2048² on CPU, bf16 8192² on CUDA
+    (`dtype` overrides the CPU's fp32, e.g. bf16 when the benchmark trains in bf16)."""
+    n = 8192 if device.type == "cuda" else 2048
+    dtype = torch.bfloat16 if device.type == "cuda" else dtype or torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
@@ -105,7 +108,8 @@ def parse_case(case: str) -> tuple[str, int]:
     return name, size
 
 
-def bench_case(case: str, device: torch.device, steps: int, peak: float) -> BenchResult:
+def bench_case(case: str, device: torch.device, steps: int, peak: float,
+               amp: str = "auto") -> BenchResult:
     """Time one `model@size` case (see the module docstring)."""
     name, size = parse_case(case)
     bs = _batch_size(size, device)
@@ -115,7 +119,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
     if is_cnn:
         model = model.to(memory_format=torch.channels_last)
     train_flops = flops_per_image(model, 3, size, backward=True)
-    dtype = amp_dtype("auto", device)
+    dtype = amp_dtype(amp, device)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -152,6 +156,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
     t_model, t_full = _time_pair(model_only, full_step, steps, device)
     achieved = train_flops * bs / t_full
     return BenchResult(case=case, device=str(device), batch_size=bs,
+                       precision=str(dtype or torch.float32).removeprefix("torch."),
                        full_images_per_s=round(bs / t_full, 1),
                        model_only_images_per_s=round(bs / t_model, 1),
                        full_over_model_only=round(t_model / t_full, 3),
@@ -164,11 +169,11 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float) -> Benc
 
 def markdown_table(results: list[BenchResult]) -> str:
     """The results as a Markdown table (the form docs/performance.md records)."""
-    head = ("| case | device | batch | train img/s | model-only img/s | full/model-only | "
-            "outside-model share | GFLOP/img (fwd+bwd) | achieved GFLOP/s | peak GFLOP/s | "
-            "share of peak |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows = [f"| {r.case} | {r.device} | {r.batch_size} | {r.full_images_per_s} | "
-            f"{r.model_only_images_per_s} | {r.full_over_model_only:.1%} | "
+    head = ("| case | device | precision | batch | train img/s | model-only img/s | "
+            "full/model-only | outside-model share | GFLOP/img (fwd+bwd) | achieved GFLOP/s | "
+            "peak GFLOP/s | share of peak |\n|---|---|---|" + "---:|" * 9)
+    rows = [f"| {r.case} | {r.device} | {r.precision} | {r.batch_size} | "
+            f"{r.full_images_per_s} | {r.model_only_images_per_s} | {r.full_over_model_only:.1%} | "
             f"{r.outside_model_share:.1%} | {r.train_gflop_per_image} | "
             f"{r.achieved_gflop_per_s} | {r.peak_gflop_per_s} | {r.share_of_peak:.1%} |"
             for r in results]
@@ -176,8 +181,9 @@ def markdown_table(results: list[BenchResult]) -> str:
 
 
 def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
-              out: str | None = None, threads: int = 0) -> list[BenchResult]:
-    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`."""
+              out: str | None = None, threads: int = 0, amp: str = "auto") -> list[BenchResult]:
+    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`; `amp`
+    as in training (the peak is measured in the precision the models train in)."""
     if steps < 1:
         raise CnnvitError("--steps must be at least 1")
     configure(threads, deterministic=False)
@@ -185,14 +191,16 @@ def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
     cases = [c.strip() for c in models.split(",")] if models is not None else list(DEFAULT_CASES)
     for case in cases:
         parse_case(case)  # every spec is checked before anything is measured
-    peak = matmul_peak(dev)
+    peak_dtype = amp_dtype(amp, dev)
+    peak = matmul_peak(dev, dtype=peak_dtype)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
     print(f"device {dev} ({name or platform.machine()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
     results = []
     for case in cases:
-        results.append(bench_case(case, dev, steps, peak))
-        peak = max(peak, matmul_peak(dev))  # re-measured between cases; the best one stands
+        results.append(bench_case(case, dev, steps, peak, amp))
+        # re-measured between cases; the best one stands
+        peak = max(peak, matmul_peak(dev, dtype=peak_dtype))
         r = results[-1]
         print(f"  {case}: {r.full_images_per_s} img/s full, {r.model_only_images_per_s} img/s "
               f"model only ({r.full_over_model_only:.1%}), {r.share_of_peak:.1%} of peak",
