@@ -109,8 +109,9 @@ def test_bench_prints_a_markdown_table(bench_run):
     assert lines[head + 1].startswith("|---|")
     rows = lines[head + 2:head + 2 + len(CASES)]
     for row, r in zip(rows, payload["results"], strict=True):
-        assert row.startswith(f"| {r['case']} | cpu | float32 | 128 | {r['full_images_per_s']} |")
-        assert row.count("|") == 12
+        assert row.startswith(
+            f"| {r['case']} | cpu | float32 | 128 | {r['full_images_per_s']} |")
+        assert row.count("|") == 13
 
 
 @pytest.fixture
