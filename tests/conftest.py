@@ -7,14 +7,17 @@ from cnnvit.models import build
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests run offline: opening a connection fails as it does on a machine with no network."""
+def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                ) -> None:
+    """Tests run offline: opening a connection fails as it does on a machine with no network.
+    cnnvit's cache (md5 sums of data files) goes to a temporary folder, never the user's."""
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network access in a test")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.delenv("CNNVIT_DATA", raising=False)
+    monkeypatch.setenv("CNNVIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnvit-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

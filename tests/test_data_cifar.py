@@ -14,13 +14,19 @@ from cnnvit.errors import DataError
 from tests.fakes import NAMES, md5, write_fake_cifar10
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """md5 caches go to a temporary cnnvit cache, never the user's."""
+    monkeypatch.setenv("CNNVIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def test_cifar10_loads_with_a_stratified_val_split(tmp_path, monkeypatch) -> None:
     folder = write_fake_cifar10(tmp_path, monkeypatch)
     ds = data.load("cifar10", root=str(tmp_path))
     info = ds.info
     assert (info.name, info.source, info.task, info.channels, info.image_size) == \
         ("cifar10", "cifar", "multi-class", 3, 32)
-    assert info.class_names == NAMES and info.files == [str(folder)]
+    assert info.class_names == NAMES and info.files == [str(folder)] and info.notes == []
     assert {s: len(ds[s]) for s in data.SPLITS} == {"train": 90, "val": 10, "test": 20}
     assert np.bincount(ds["val"].labels, minlength=10).tolist() == [1] * 10
     assert "10 images carved" in info.split_note and "seed 0" in info.split_note

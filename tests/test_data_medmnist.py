@@ -16,7 +16,15 @@ from cnnvit.errors import DataError
 from tests.fakes import trust, write_fake
 
 
-def test_bloodmnist_loads(tmp_path, monkeypatch) -> None:
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """md5 caches go to a temporary cnnvit cache, never the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CNNVIT_CACHE", str(folder))
+    return folder
+
+
+def test_bloodmnist_loads(tmp_path, cache, monkeypatch) -> None:
     path = write_fake(tmp_path, "bloodmnist")
     digest = trust(monkeypatch, "bloodmnist", path)
     ds = data.load("bloodmnist", root=str(tmp_path))
@@ -30,7 +38,8 @@ def test_bloodmnist_loads(tmp_path, monkeypatch) -> None:
     with np.load(path) as z:
         np.testing.assert_array_equal(ds["test"].images, z["test_images"])
         np.testing.assert_array_equal(ds["test"].labels, z["test_labels"][:, 0])
-    assert (tmp_path / ".bloodmnist.npz.md5.json").is_file()  # md5 cached for the next run
+    assert [p.name for p in tmp_path.iterdir()] == ["bloodmnist.npz"]  # nothing written beside
+    assert list((cache / "md5").glob("*.json"))  # md5 cached in cnnvit's cache for the next run
     assert data.load("medmnist:bloodmnist", root=str(tmp_path)).info.md5 == digest
     assert data.verify("bloodmnist", root=str(tmp_path)).startswith("ok")
 

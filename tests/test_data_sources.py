@@ -14,6 +14,12 @@ from cnnvit.data import checksum
 from cnnvit.errors import DataError
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """md5 caches go to a temporary cnnvit cache, never the user's."""
+    monkeypatch.setenv("CNNVIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def one_line_error(excinfo: pytest.ExceptionInfo[DataError]) -> str:
     message = str(excinfo.value)
     assert "\n" not in message and excinfo.value.code == 2
@@ -285,13 +291,13 @@ def test_folder_split_layout_with_and_without_val(tmp_path) -> None:
     assert {s: len(ds[s]) for s in data.SPLITS} == {"train": 20, "val": 6, "test": 8}
 
 
-def test_folder_mixed_sizes_refused_with_examples(tmp_path) -> None:
-    write_images(tmp_path / "a", 5)
-    write_images(tmp_path / "b", 5, size=(20, 20))
-    with pytest.raises(DataError, match="sizes differ") as e:
-        data.load(f"folder:{tmp_path}")
+def test_folder_mixed_sizes_refused_with_strict(tmp_path) -> None:
+    write_images(tmp_path / "a", 10)
+    write_images(tmp_path / "b", 10, size=(20, 20))
+    with pytest.raises(DataError, match="different sizes") as e:
+        data.load(f"folder:{tmp_path}", strict=True)
     message = one_line_error(e)
-    assert "12×12" in message and "20×20" in message
+    assert "12×12" in message and "20×20" in message and str(tmp_path / "b") in message
 
 
 def test_folder_class_sets_must_match(tmp_path) -> None:
@@ -329,11 +335,39 @@ def test_describe_mentions_everything(tmp_path) -> None:
     assert "SYNTHETIC" not in digits_text and "1 channel " in digits_text
 
 
-def test_md5_is_cached_beside_the_file(tmp_path) -> None:
-    path = tmp_path / "f.bin"
+def test_md5_is_cached_in_cnnvit_cache_not_beside_the_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CNNVIT_CACHE", str(tmp_path / "cache"))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = data_dir / "f.bin"
     path.write_bytes(b"abc")
     assert checksum.md5(path) == hashlib.md5(b"abc").hexdigest()
-    cache = tmp_path / ".f.bin.md5.json"
-    assert json.loads(cache.read_text())["md5"] == hashlib.md5(b"abc").hexdigest()
+    assert [p.name for p in data_dir.iterdir()] == ["f.bin"]
+    (cache,) = (tmp_path / "cache" / "md5").glob("*.json")
+    entry = json.loads(cache.read_text())
+    assert entry["md5"] == hashlib.md5(b"abc").hexdigest() and entry["path"] == str(path)
     path.write_bytes(b"abcd")  # new size: the cache no longer applies
     assert checksum.md5(path) == hashlib.md5(b"abcd").hexdigest()
+    # a matching entry is reused, not recomputed
+    cache.write_text(json.dumps({**json.loads(cache.read_text()), "md5": "0" * 32}))
+    assert checksum.md5(path) == "0" * 32
+
+
+def test_md5_cache_location_follows_the_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CNNVIT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert checksum.cache_dir() == tmp_path / "xdg" / "cnnvit"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert checksum.cache_dir() == tmp_path / "home" / ".cache" / "cnnvit"
+
+
+def test_unwritable_cache_just_recomputes(tmp_path, monkeypatch) -> None:
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("CNNVIT_CACHE", str(blocker))
+    path = tmp_path / "g.bin"
+    path.write_bytes(b"xyz")
+    for _ in range(2):
+        assert checksum.md5(path) == hashlib.md5(b"xyz").hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.bin", "not_a_dir"]

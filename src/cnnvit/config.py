@@ -29,6 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "autoaugment": ("none", "cifar10", "imagenet", "svhn"),
     "amp": ("auto", "bf16", "fp16", "off"),
     "selection_metric": ("f1_macro", "auc_macro", "accuracy", "loss"),
+    "nan_policy": ("stop", "skip-batch"),
 }
 
 
@@ -44,6 +45,7 @@ class Config:
     image_size: int | None = None     # model input side; None = the dataset's native size
     resize_mode: str = "bilinear"
     normalize: str = "auto"           # auto: ImageNet stats for pretrained weights, else dataset's
+    strict_data: bool = False         # refuse messy data (mixed sizes/modes, stray files) instead
     # model
     model: str = "resnet18-small"
     pretrained: bool = False
@@ -85,6 +87,7 @@ class Config:
     selection_metric: str = "f1_macro"
     patience: int = 0                 # stop after this many epochs without improvement; 0 = off
     max_minutes: float = 0.0          # time budget for training; 0 = none
+    nan_policy: str = "stop"          # a non-finite loss: stop, or skip-batch
     out: str = "runs/model"
 
     def to_dict(self) -> dict[str, Any]:

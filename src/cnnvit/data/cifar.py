@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnnvit.data import checksum, split
-from cnnvit.data.arrays import build_splits
 from cnnvit.data.download import explained_failure
 from cnnvit.data.spec import resolve_root
 from cnnvit.data.types import Dataset, DatasetInfo
+from cnnvit.data.validate import build_splits
 from cnnvit.errors import DataError
 
 if TYPE_CHECKING:  # torchvision is imported lazily; CIFAR100 subclasses CIFAR10
@@ -70,7 +70,8 @@ def _prepare(name: str, root: str | None, download: bool) -> tuple[type[CIFAR10]
     return cls, directory
 
 
-def load(spec: str, name: str, *, root: str | None, download: bool) -> Dataset:
+def load(spec: str, name: str, *, root: str | None, download: bool,
+         strict: bool = False) -> Dataset:
     """Official test set; val = a stratified 10% of the official train set (fixed seed)."""
     cls, directory = _prepare(name, root, download)
     try:
@@ -82,13 +83,14 @@ def load(spec: str, name: str, *, root: str | None, download: bool) -> Dataset:
     raw = {"train": (train.data[rest], labels[rest]), "val": (train.data[val], labels[val]),
            "test": (test.data, np.asarray(test.targets))}
     names = list(train.classes)
-    splits = build_splits(raw, len(names), name)
+    valid = build_splits(raw, str(directory / cls.base_folder), class_names=names,
+                         metadata=cls.meta["filename"], strict=strict)
     note = (f"official test set; val = {len(val)} images carved from the official train set "
             f"(stratified, fixed seed {split.SPLIT_SEED}, the same for every run)")
     return Dataset(DatasetInfo(spec=spec, name=name, task="multi-class", class_names=names,
                                channels=3, image_size=32, source="cifar", md5=cls.tgz_md5,
-                               files=[str(directory / cls.base_folder)], split_note=note),
-                   splits)
+                               files=[str(directory / cls.base_folder)], split_note=note,
+                               notes=valid.notes), valid.splits)
 
 
 def fetch(name: str, root: str | None) -> list[Path]:

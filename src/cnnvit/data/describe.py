@@ -8,7 +8,8 @@ from cnnvit.data.types import SPLITS, Dataset
 
 
 def describe(ds: Dataset) -> str:
-    """Name, source, task, image shape, files and md5, split note, and a per-class count table."""
+    """Name, source, task, image shape, files and md5, split note, notes (warnings) and a
+    per-class count table."""
     info = ds.info
     k = info.num_classes
     _, height, width, channels = ds["train"].images.shape
@@ -27,6 +28,7 @@ def describe(ds: Dataset) -> str:
         f"  splits    {info.split_note}",
         "  sizes     " + ", ".join(f"{s} {n}" for s, n in sizes.items())
         + f" (total {sum(sizes.values())})",
+        *(f"  note      {note}" for note in info.notes),
         "",
     ]
     counts = {s: np.bincount(ds[s].labels, minlength=k) for s in SPLITS}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cnnvit.data import split
-from cnnvit.data.arrays import build_splits
 from cnnvit.data.types import Dataset, DatasetInfo
+from cnnvit.data.validate import build_splits
 
 
 def load(spec: str) -> Dataset:
@@ -18,8 +18,9 @@ def load(spec: str) -> Dataset:
     labels = bunch.target.astype(np.int64)
     index = split.three_way(labels)
     names = [str(i) for i in range(10)]
-    splits = build_splits({s: (images[i], labels[i]) for s, i in index.items()}, len(names),
-                          "digits")
+    valid = build_splits({s: (images[i], labels[i]) for s, i in index.items()},
+                         "digits (scikit-learn)", class_names=names,
+                         metadata="scikit-learn's digits")
     return Dataset(DatasetInfo(spec=spec, name="digits", task="multi-class", class_names=names,
                                channels=1, image_size=8, source="digits",
-                               split_note=split.note()), splits)
+                               split_note=split.note(), notes=valid.notes), valid.splits)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnvit.data import checksum, npz
-from cnnvit.data.arrays import build_splits
 from cnnvit.data.download import explained_failure
 from cnnvit.data.spec import resolve_root
 from cnnvit.data.types import Dataset, DatasetInfo
+from cnnvit.data.validate import build_splits, did_you_mean
 from cnnvit.errors import DataError
 from cnnvit.metrics import TASKS
 
@@ -55,7 +55,8 @@ def flag_info(flag: str) -> dict:
                 if not issubclass(getattr(medmnist, i["python_class"]), MedMNIST3D)]
     supported = ", ".join(f for f in flags_2d if medmnist.INFO[f]["task"] in TASKS)
     if flag not in medmnist.INFO:
-        raise DataError(f"unknown MedMNIST dataset '{flag}': choose one of {supported}")
+        raise DataError(f"unknown MedMNIST dataset '{flag}': {did_you_mean(flag, flags_2d)}"
+                        f"choose one of {supported}")
     if flag not in flags_2d:
         raise DataError(f"{flag} is a 3D MedMNIST dataset; cnnvit classifies 2D images only: "
                         f"choose one of {supported}")
@@ -118,7 +119,7 @@ def verify(flag: str, size: int | None, root: str | None) -> str:
 
 
 def load(spec: str, flag: str, *, size: int | None, root: str | None,
-         download: bool) -> Dataset:
+         download: bool, strict: bool = False) -> Dataset:
     """Load one native-size MedMNIST file with its official train/val/test splits."""
     r = remote(flag, size, root)
     if not r.path.is_file():
@@ -128,9 +129,12 @@ def load(spec: str, flag: str, *, size: int | None, root: str | None,
     md5 = checked(r)
     info = flag_info(flag)
     names = [info["label"][str(i)] for i in range(len(info["label"]))]
-    splits = build_splits(npz.raw_splits(npz.read_arrays(r.path)), len(names), str(r.path))
-    train = splits["train"].images
+    valid = build_splits(npz.raw_splits(npz.read_arrays(r.path)), str(r.path),
+                         class_names=names, metadata=f"medmnist.INFO['{flag}']",
+                         strict=strict)
+    train = valid.splits["train"].images
     return Dataset(DatasetInfo(spec=spec, name=flag, task=info["task"], class_names=names,
                                channels=train.shape[3], image_size=train.shape[1],
                                source="medmnist", md5=md5, files=[str(r.path)],
-                               split_note="official MedMNIST train/val/test splits"), splits)
+                               split_note="official MedMNIST train/val/test splits",
+                               notes=valid.notes), valid.splits)

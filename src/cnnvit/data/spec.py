@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cnnvit.data.validate import did_you_mean
 from cnnvit.errors import DataError
 
 SPEC_FORMS = ("digits, cifar10, cifar100, medmnist:<flag> (or a bare MedMNIST flag such as "
@@ -28,15 +29,25 @@ def parse_spec(spec: str) -> tuple[str, str]:
             return "medmnist", arg.lower()
         if kind in PATH_KINDS:
             return kind, str(Path(arg).expanduser())
-    if not sep and _is_medmnist_flag(lowered):
+    if not sep and lowered in _medmnist_flags():
         return "medmnist", lowered
-    raise DataError(f"unknown dataset spec {spec!r}: use one of {SPEC_FORMS}")
+    raise DataError(f"unknown dataset spec {spec!r}: {_suggestion(kind, sep, arg)}"
+                    f"use one of {SPEC_FORMS}")
 
 
-def _is_medmnist_flag(name: str) -> bool:
+def _suggestion(kind: str, sep: str, arg: str) -> str:
+    """'did you mean ...? ' for a mistyped name (`bloodmnst`) or kind (`nzp:x.npz`)."""
+    if not sep:
+        return did_you_mean(kind, ["digits", "cifar10", "cifar100", *_medmnist_flags()])
+    if kind in ("medmnist", *PATH_KINDS):
+        return f"{kind}: needs a {'flag' if kind == 'medmnist' else 'path'} after the colon; "
+    return did_you_mean(kind, ["medmnist", *PATH_KINDS], tail=f":{arg}")
+
+
+def _medmnist_flags() -> list[str]:
     from medmnist import INFO
 
-    return name in INFO
+    return list(INFO)
 
 
 def resolve_root(root: str | None, default: Path) -> Path:

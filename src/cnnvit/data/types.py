@@ -43,6 +43,7 @@ class DatasetInfo:
     md5: str | None = None         # checksum of the file the data came from, when one exists
     files: list[str] = field(default_factory=list)
     split_note: str = ""           # how the splits were made (official / seeded stratified ...)
+    notes: list[str] = field(default_factory=list)  # warnings: absent classes, skipped files
 
     @property
     def num_classes(self) -> int:

@@ -67,7 +67,8 @@ class Setup:
                 "dataset_name": info.name, "dataset_md5": info.md5,
                 "synthetic": info.synthetic, "split_note": info.split_note,
                 "split_sizes": {k: len(v) for k, v in self.dataset.splits.items()},
-                "native_size": info.image_size, "device": str(self.device)}
+                "native_size": info.image_size, "device": str(self.device),
+                "data_notes": list(info.notes)}
 
 
 def cache_budget(device: torch.device) -> int:
@@ -85,9 +86,12 @@ def cache_budget(device: torch.device) -> int:
 
 
 def data_size(cfg: Config) -> int | None:
-    """The native MedMNIST file to read: `data_size`, else `image_size` if it is a native size."""
+    """The size the source reads at: MedMNIST's native file (`data_size`, else `image_size` if
+    it is a native size); a folder's common size when its images differ (`image_size`)."""
     if cfg.data_size is not None:
         return cfg.data_size
+    if cfg.dataset.startswith("folder:"):
+        return cfg.image_size
     return cfg.image_size if cfg.image_size in MEDMNIST_SIZES else None
 
 
@@ -119,7 +123,7 @@ def fit_channels(values: tuple[float, ...], channels: int) -> list[float]:
 def load_data(cfg: Config) -> Dataset:
     """The dataset `cfg` names (MedMNIST: the native file `data_size` selects)."""
     return data.load(cfg.dataset, size=data_size(cfg), root=cfg.data_root,
-                     download=cfg.download)
+                     download=cfg.download, strict=cfg.strict_data)
 
 
 def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
