@@ -39,7 +39,7 @@ def vit28():
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory):
-    """One real `cnnvit run --preset quickstart` (2 epochs, a one-block ViT, a small explain
+    """One real `cnnvit run --preset quickstart` (2 CNN epochs, a one-block ViT, a small explain
     stage), made once per session and shared by the tests that read a finished run. Tests must
     not modify it: copy it first (`shutil.copytree`)."""
     from cnnvit.cli import main
@@ -48,6 +48,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory):
     threads = torch.get_num_threads()
     code = main(["run", "--preset", "quickstart", "--epochs", "2", "--quiet", "--threads", "1",
                  "--set", "vit-small-input.model_kwargs=width=32,depth=1,heads=2",
+                 "--set", "vit-small-input.epochs=6",  # the tiny ViT needs them to learn
                  "--per-class", "1", "--include-errors", "1", "--out", str(out)])
     torch.set_num_threads(threads)
     assert code == 0

@@ -103,6 +103,7 @@ def test_explain_command_on_a_reduced_run_with_road(run, tmp_path, capsys):
     (red / "manifest.json").write_text(json.dumps({**manifest, "mode": "reduced"}))
     assert main(["explain", str(red), "--models", "resnet18-small", "--per-class", "1",
                  "--include-errors", "0", "--road", "--no-sanity", "--steps", "4"]) == 0
+    assert "\r" not in capsys.readouterr().err  # no progress bar when stderr is no terminal
     faith = pd.read_csv(red / "explain" / "faithfulness.csv")
     real = faith[faith["method"] == "gradcam"]
     assert len(real) == 10 and real["road_combined"].notna().all()

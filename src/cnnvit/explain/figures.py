@@ -26,8 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from matplotlib.backends.backend_agg import RendererAgg  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize, to_rgb  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
@@ -40,6 +39,7 @@ FONT, TITLE_FONT = 8, 9  # pt
 OVERLAY_MIN, GALLERY_MIN = 224, 128  # smallest panel / tile side, px
 RIGHT, WRONG = "#1a7f37", "#cf222e"  # caption colours of correct / wrong predictions
 FRAME = 3  # px, the red frame around a wrongly predicted tile
+BAR = 14  # px, the colour bar's width
 PAD, GAP = 8, 14  # px: figure margin, space between tiles
 PNG_METADATA = {"Software": None}  # no version string: bytes depend on the inputs only
 _MEASURE = RendererAgg(1, 1, DPI)
@@ -106,18 +106,24 @@ def _figure(width: int, height: int) -> Figure:
 
 
 def _text(fig: Figure, x: float, y: float, text: str, **kw: Any) -> Text:
-    """Text whose top left is at pixel (x, y), y counted from the top of the figure."""
+    """Text whose top left (by default) is at pixel (x, y), y counted from the top."""
     kw.setdefault("fontsize", FONT)
-    return fig.text(x, fig.bbox.height - y, text, transform=IdentityTransform(), va="top", **kw)
+    kw.setdefault("va", "top")
+    return fig.text(x, fig.bbox.height - y, text, transform=IdentityTransform(), **kw)
 
 
-def _colorbar(fig: Figure, x: int, y: int, width: int, height: int) -> None:
-    """A colour bar at pixel (x, y) from the top, `width`×`height` px."""
-    w, h = fig.bbox.width, fig.bbox.height
-    cax = fig.add_axes((x / w, 1 - (y + height) / h, width / w, height / h))
-    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), cax=cax)
-    bar.set_label("importance (opacity ∝ value)", fontsize=FONT)
-    bar.ax.tick_params(labelsize=FONT)
+def _colorbar(fig: Figure, canvas: np.ndarray, x: int, y: int, height: int) -> None:
+    """A colour bar painted into `canvas` at pixel (x, y) from the top (BAR px wide, `height`
+    tall, 1 at the top), with its ticks and label as text: no axes to redraw on every save."""
+    level = np.linspace(1.0, 0.0, height - 2)
+    canvas[y:y + height, x:x + BAR] = 0.2  # a dark outline
+    canvas[y + 1:y + height - 1, x + 1:x + BAR - 1] = colormaps[CMAP](level)[:, None, :3]
+    for value in (0.0, 0.25, 0.5, 0.75, 1.0):
+        row = y + 1 + (1 - value) * (height - 3)
+        canvas[int(round(row)), x + BAR:x + BAR + 3] = 0.2
+        _text(fig, x + BAR + 5, row, f"{value:g}", va="center_baseline")
+    _text(fig, x + BAR + 32, y + height / 2, "importance", rotation=90, ha="center",
+          rotation_mode="anchor")
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -142,7 +148,7 @@ class OverlayWriter:
         for x, label in ((PAD, "input"), (PAD + self.size + GAP, f"{method} over the input")):
             _text(self.fig, x, self.top - line - 2, fit(label, self.size, TITLE_FONT),
                   fontsize=TITLE_FONT)
-        _colorbar(self.fig, PAD + 2 * self.size + GAP + 10, self.top, 14, self.size)
+        _colorbar(self.fig, self.canvas, PAD + 2 * self.size + GAP + 10, self.top, self.size)
 
     def write(self, path: Path, image: np.ndarray, saliency: np.ndarray, title: str,
               subtitle: str = "", colour: str = "black") -> None:
@@ -243,6 +249,7 @@ def gallery(path: Path, images: Sequence[np.ndarray], captions: Sequence[str],
             tiles.append(Tile(r, column.name, (x, y, x + side, y + side),
                               _caption(mark, side), mark))
     fig = _figure(width, height)
+    _colorbar(fig, canvas, PAD + grid_w + 10, top, min(2 * side, len(images) * cell_h - GAP))
     fig.figimage(canvas, 0, 0, origin="upper", zorder=-1)
     for i, text in enumerate(title_lines):
         _text(fig, PAD, PAD + i * _line_height(TITLE_FONT), text, fontsize=TITLE_FONT)
@@ -257,7 +264,6 @@ def gallery(path: Path, images: Sequence[np.ndarray], captions: Sequence[str],
         x, y = tile.box[0], tile.box[3] + 4
         _text(fig, x, y, tile.caption, color=tile.mark.colour, weight="bold")
         _text(fig, x, y + line, f"confidence {tile.mark.confidence:.2f}")
-    _colorbar(fig, PAD + grid_w + 10, top, 14, min(2 * side, len(images) * cell_h - GAP))
     _save(fig, path)
     plt.close(fig)
     return tiles

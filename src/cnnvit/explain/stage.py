@@ -5,10 +5,16 @@ Writes, under `DIR/explain/`:
   `include_errors` misclassified images per model), shared by every model;
 - `<model>/<split>_i<index>_true<y>_pred<p>.png` overlays and `<model>/index.csv`;
 - `gallery_class_<k>.png` (rows = samples, columns = input | each model) and
-  `gallery_errors.png`;
+  `gallery_errors.png`; under each model's tile its prediction by class name, "✓" in green
+  or "✗" in red with a red frame round the tile;
 - `faithfulness.csv`: deletion / insertion areas per sample, model and method, and for a
   random map as the baseline; `faithfulness_curves.csv`: the mean deletion / insertion curve
   (model, method, fraction, deletion, insertion); `sanity.csv`: the model-randomisation check.
+
+Method "auto" is Grad-CAM for CNNs and gradient-weighted attention relevance (Chefer et al.
+2021) for ViTs: on the quickstart run it is the ViT method that passes the randomisation check
+(attention rollout does not: its maps barely depend on the weights) and beats a random map on
+both deletion and insertion (Grad-CAM on the last block does not).
 """
 
 from __future__ import annotations
