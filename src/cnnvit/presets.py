@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnvit import config
+from cnnvit.data.validate import safe_name
 from cnnvit.errors import ConfigError
 
 PRESET_KEYS = {"description", "dataset", "seeds", "common", "models", "reduced"}
@@ -110,7 +111,8 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
             merged["dataset"] = dataset
         merged.setdefault("model", key)
         config.load(None, merged)  # validate now: a typo fails before any training starts
-        plans.append(ModelPlan(name=key, overrides=merged, extend=extend))
+        # the name becomes a directory: a model name such as tv:resnet50 is made file-safe
+        plans.append(ModelPlan(name=safe_name(key), overrides=merged, extend=extend))
     seed_list = seeds or [int(s) for s in raw.get("seeds", [42])]
     return Preset(name=name, description=str(raw.get("description", "")),
                   dataset=dataset or str(raw.get("dataset", "digits")), seeds=seed_list,
