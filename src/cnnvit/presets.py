@@ -86,6 +86,8 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
     `models` selects preset entries by name; a name that is not an entry adds that model
     (any cnnvit/timm model name) with the preset's common settings.
     """
+    from cnnvit.engine.setup import load_config  # (torch) only when a study is loaded
+
     name, raw = _read(name_or_path)
     unknown = sorted(set(raw) - PRESET_KEYS)
     if unknown:
@@ -110,7 +112,7 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
         if dataset:  # --dataset replaces the preset's, whatever its entries say
             merged["dataset"] = dataset
         merged.setdefault("model", key)
-        config.load(None, merged)  # validate now: a typo fails before any training starts
+        load_config(None, merged)  # validate now: a typo fails before any training starts
         # the name becomes a directory: a model name such as tv:resnet50 is made file-safe
         plans.append(ModelPlan(name=safe_name(key), overrides=merged, extend=extend))
     seed_list = seeds or [int(s) for s in raw.get("seeds", [42])]

@@ -13,7 +13,7 @@ from cnnvit.config import Config
 from cnnvit.data.medmnist_source import SIZES as MEDMNIST_SIZES
 from cnnvit.data.pipeline import BatchPipeline, channel_stats
 from cnnvit.data.types import Dataset, Split
-from cnnvit.engine.runtime import resolve_device
+from cnnvit.engine.runtime import amp_dtype, resolve_device
 from cnnvit.errors import CnnvitError
 
 
@@ -138,8 +138,12 @@ def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
 
 def load_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """`config.load` with the model family's default recipe (`config.FAMILY_DEFAULTS`) for the
-    keys neither the file nor the overrides set."""
-    return config.load(path, overrides, family=_family_or_none)
+    keys neither the file nor the overrides set; an unknown model, or a device or AMP mode this
+    machine cannot run, fails here, before anything is written."""
+    cfg = config.load(path, overrides, family=_family_or_none)
+    models.check_name(cfg.model)
+    amp_dtype(cfg.amp, resolve_device(cfg.device))
+    return cfg
 
 
 def _family_or_none(name: str) -> str | None:

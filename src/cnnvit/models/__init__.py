@@ -13,6 +13,7 @@ access, else are downloaded when the network answers (`hub`).
 from cnnvit.models.registry import (
     PRESETS,
     build,
+    check_name,
     count_parameters,
     family,
     input_normalization,
@@ -23,6 +24,7 @@ from cnnvit.models.weights import load_weights, read_state_dict
 __all__ = [
     "PRESETS",
     "build",
+    "check_name",
     "choose_patch_size",
     "count_parameters",
     "family",

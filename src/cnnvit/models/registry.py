@@ -34,6 +34,11 @@ PRESETS: dict[str, str] = {
 _SMALL = {"resnet18-small": "cnn", "vit-small-input": "vit"}
 
 
+def check_name(name: str) -> None:
+    """A CnnvitError (naming the closest known models) unless `name` is a model cnnvit builds."""
+    _resolve(name)
+
+
 def _resolve(name: str) -> tuple[str, str]:
     """(kind, base name) with kind "small", "tv" or "timm"; unknown names raise CnnvitError."""
     name = name.strip()
