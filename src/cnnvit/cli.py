@@ -1,17 +1,26 @@
 """The `cnnvit` command line: parse, then call one function per command.
 
-Every user error is one line on stderr and a non-zero exit code, never a traceback.
+Every user error is one line on stderr and a non-zero exit code (2), never a traceback; a
+signal exits 128 + its number (130 for SIGINT, 143 for SIGTERM); an unexpected exception is
+one line too (exit code 1), its traceback saved to a file (`cnnvit --debug` prints it).
+Parsing the arguments and the config imports neither torch, timm nor matplotlib: `--help` and
+a mistyped flag or key answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cnnvit import __version__
-from cnnvit.errors import CnnvitError
+from cnnvit.errors import CnnvitError, Interrupted
 from cnnvit.explain.methods import METHODS
 from cnnvit.plots import FORMATS, KINDS, SPLITS
 from cnnvit.report import FORMATS as REPORT_FORMATS
@@ -39,7 +48,9 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
                                       "checkpoint (transfer learning offline)"}),
     "--max-minutes": ("max_minutes", {"type": float, "help": "time budget for training"}),
     "--patience": ("patience", {"type": int, "help": "early stopping patience (epochs)"}),
-    "--amp": ("amp", {"help": "auto | bf16 | fp16 | off (CUDA only)"}),
+    "--amp": ("amp", {"help": "auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, "
+                              "fp32 on the CPU; bf16 also runs on the CPU (bfloat16 autocast); "
+                              "fp16 needs CUDA"}),
     "--selection-metric": ("selection_metric", {"help": "f1_macro | auc_macro | accuracy | "
                                                         "loss"}),
     "--threads": ("threads", {"type": int, "help": "CPU threads for torch (0 = default)"}),
@@ -82,16 +93,22 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from cnnvit import config
-    from cnnvit.engine.setup import load_config
-    from cnnvit.engine.train import fit, remaining_phases, resume_config
 
     if args.keys:
         print("\n".join(f"{k} = {v!r}" for k, v in config.Config().to_dict().items()))
         return 0
     overrides = _flag_overrides(args)  # defaults < --config YAML < flags < --set
     given = (config.read_yaml(args.config) if args.config else {}) | overrides
-    cfg = resume_config(args.cfg_out or config.Config().out, given) if args.resume else None
-    cfg = cfg or load_config(args.config, overrides)
+    config.apply_overrides(config.Config(), given)  # a bad key or value fails before torch loads
+
+    from cnnvit.engine.setup import load_config
+    from cnnvit.engine.train import fit, remaining_phases, resume_config
+
+    out = args.cfg_out or config.Config().out
+    cfg = resume_config(out, given) if args.resume else load_config(args.config, overrides)
+    if cfg is None:
+        raise CnnvitError(f"--resume: {out} holds no model to continue (no config.yaml); "
+                          "leave out --resume to train one there")
     if not remaining_phases(cfg, resume=args.resume):
         print(f"{cfg.out} has finished its {cfg.epochs} epochs; nothing to do (ask for more "
               "with --epochs N)")
@@ -101,12 +118,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnvit.engine.evaluate import evaluate_dir
-
     splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
     bad = [s for s in splits if s not in ("train", "val", "test")]
-    if bad:
-        raise CnnvitError(f"--split takes train, val and/or test; got {', '.join(bad)}")
+    if bad or not splits:
+        raise CnnvitError(f"--split takes train, val and/or test; got {args.split!r}")
+    from cnnvit.engine.evaluate import evaluate_dir
+
     results = evaluate_dir(args.model_dir, splits, args.checkpoint, args.device)
     for split, r in results.items():
         auc = "n/a" if r["auc_macro"] is None else f"{r['auc_macro']:.4f}"
@@ -116,20 +133,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from cnnvit import data
-
     if args.data_cmd == "synth":
         shape = _parse_shape(args.shape)
-        samples = tuple(int(s) for s in args.samples.split(","))
+        samples = tuple(_int(s, "--samples") for s in args.samples.split(","))
         if len(samples) != 3 or min(samples) <= 0:
             raise CnnvitError(f"--samples takes three positive counts train,val,test; "
                               f"got {args.samples}")
+        from cnnvit import data
+
         path = data.write_synthetic(args.out, shape=shape, classes=args.classes,
                                     samples=samples, seed=args.seed)
         print(f"wrote SYNTHETIC dataset {path} ({shape[0]}x{shape[1]}x{shape[2]}, "
               f"{args.classes} classes, {samples[0]}/{samples[1]}/{samples[2]} images); "
               f"use it as --dataset synthetic:{path}")
         return 0
+    from cnnvit import data
+
     kwargs = {"size": args.size, "root": args.data_root}
     if args.data_cmd == "info":
         print(data.describe(data.load(args.spec, download=False, **kwargs)))
@@ -160,14 +179,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from cnnvit import presets
-    from cnnvit.workflow import Study
+    from cnnvit import config, presets
 
     if args.list:
         for name in presets.available():
             print(f"{name}: {presets.load(name).description}")
         return 0
     overrides = _flag_overrides(args)
+    for key, value in overrides.items():  # a bad key or value fails before the preset (torch)
+        config.apply_overrides(config.Config(), {key.rpartition(".")[2]: value})
     seeds = [_int(s, "--seeds") for s in args.seeds.split(",")] if args.seeds else None
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     preset = presets.load(args.preset, reduced=args.reduced, dataset=args.dataset,
@@ -175,6 +195,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{preset.name}"
     explain_options = {"per_class": args.per_class, "include_errors": args.include_errors,
                        "method": args.method}
+    from cnnvit.workflow import Study  # torch: only once the arguments are known to be good
+
     Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
           quiet=args.quiet, explain_options=explain_options).run()
     return 0
@@ -259,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnvit", description="Train, evaluate, explain and compare CNNs "
                      "and Vision Transformers on small-image classification.")
     parser.add_argument("--version", action="version", version=f"cnnvit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an internal error, print the "
+                        "full traceback (else it is saved to a file, named on stderr)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
                 _report_parser, _evaluate_parser, _data_parser, _bench_parser):
@@ -271,13 +295,15 @@ def _train_parser(sub: Any) -> None:
         "cnnvit train --dataset digits --model vit-small-input --out runs/d-vit",
         "cnnvit train --out runs/d-vit --resume --epochs 60 --lr 1e-4   # extend a finished run",
     ], "Train one model; writes config.yaml, history.csv, checkpoints/, "
-       "metrics_{val,test}.json, predictions_{val,test}.csv and train.log into --out.")
+       "metrics_{val,test}.json, predictions_{val,test}.csv and train.log into --out.\n"
+       "Ctrl-C or SIGTERM (e.g. Slurm's time limit) saves the epoch in progress and exits 130 "
+       "or 143;\nthe same command again continues it exactly.")
     p.add_argument("--config", help="YAML file of config keys (flags override it)")
     _add_config_flags(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set any config key (repeatable); `cnnvit train --keys` lists them")
-    p.add_argument("--resume", action="store_true", help="continue --out from its last "
-                   "checkpoint (more --epochs / a new --lr extends a finished run)")
+    p.add_argument("--resume", action="store_true", help="extend the finished model in --out "
+                   "(more --epochs, a new --lr); an interrupted one continues without it")
     p.add_argument("--quiet", action="store_true", help="no epoch lines on stdout")
     p.add_argument("--keys", action="store_true", help="list every config key and its default")
 
@@ -421,9 +447,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnvitError as exc:
         print(f"cnnvit: error: {exc.message}", file=sys.stderr)
         return exc.code
+    except Interrupted as exc:
+        print(f"cnnvit: {exc.message}", file=sys.stderr)
+        return exc.code
     except KeyboardInterrupt:
         print("cnnvit: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        return _internal_error(exc, args)
+
+
+def _internal_error(exc: Exception, args: argparse.Namespace) -> int:
+    """One line on stderr for an unexpected exception; its traceback goes to a file."""
+    where = _save_traceback("".join(traceback.format_exception(exc)), _output_dir(args))
+    saved = f"traceback in {where}" if where else "the traceback could not be saved"
+    message = (str(exc).strip().splitlines() or [""])[0]
+    print(f"cnnvit: internal error: {type(exc).__name__}: {message} ({saved}; "
+          "`cnnvit --debug ...` prints it)", file=sys.stderr)
+    return 1
+
+
+def _output_dir(args: argparse.Namespace) -> Path | None:
+    """The existing directory the command writes to (a run or model directory), if any."""
+    from cnnvit.rundir import RunDir
+
+    if args.command == "run" and args.out:
+        return RunDir.for_mode(args.out, "reduced" if args.reduced else "full").root
+    for name in ("run_dir", "model_dir", "cfg_out"):
+        value = getattr(args, name, None)
+        if value:
+            return Path(value)
+    return None
+
+
+def _save_traceback(text: str, folder: Path | None) -> Path | None:
+    """Write `text` to `folder/logs/crash-<time>.log` (when `folder` exists), else under
+    ~/.cache/cnnvit/ or the temporary directory; the file written, None if none could be."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnvit"
+    name = f"crash-{datetime.now():%Y%m%d_%H%M%S}-{os.getpid()}.log"
+    candidates = [folder / "logs"] if folder is not None and folder.is_dir() else []
+    for dest in [*candidates, cache, Path(tempfile.gettempdir())]:
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return dest / name
+    return None
 
 
 if __name__ == "__main__":

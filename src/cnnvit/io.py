@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,8 +11,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-
-import numpy as np
 
 from cnnvit.errors import CnnvitError
 
@@ -25,15 +24,31 @@ def _umask() -> int:
     return mask
 
 
+def os_reason(exc: OSError) -> str:
+    """"No space left on device (ENOSPC)": an OS error's reason, for a one-line message."""
+    name = errno.errorcode.get(exc.errno or 0)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason} ({name})" if name else reason
+
+
+def _write_error(path: Path, exc: OSError) -> CnnvitError:
+    kept = "the previous file is unchanged" if path.is_file() else "nothing was written"
+    return CnnvitError(f"cannot write {path}: {os_reason(exc)}; {kept}")
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], object],
                  binary: bool = False) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.
 
-    A crash or an exception leaves the previous file (if any) untouched and no temporary file.
+    A crash or an exception leaves the previous file (if any) untouched and no temporary file;
+    an OS error (a full disk, a read-only directory) is a CnnvitError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
             write(f)
@@ -41,9 +56,36 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], object],
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a new file's usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
+
+
+def check_creatable(path: str | Path) -> None:
+    """A CnnvitError unless directory `path` exists or can be made, and is writable; checks
+    only, so that a bad `--out` fails before anything is loaded or written."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CnnvitError(f"cannot create {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CnnvitError(f"cannot write to {path}: {existing} is not writable "
+                          "(permission denied or a read-only file system)")
+
+
+def make_dir(path: str | Path) -> Path:
+    """Create directory `path` (and its parents); failing is a CnnvitError saying why."""
+    path = Path(path)
+    check_creatable(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnvitError(f"cannot create {path}: {os_reason(exc)}") from exc
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -58,6 +100,8 @@ def atomic_write_csv(df: pd.DataFrame, path: str | Path, **kwargs: Any) -> None:
 
 
 def _plain(obj: Any) -> Any:
+    import numpy as np  # only for values json cannot write: keeps `cnnvit --help` light
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -90,8 +134,11 @@ def open_log(path: Path, *, console: bool = True, timestamps: bool = False) -> l
     log.handlers.clear()
     log.setLevel(logging.INFO)
     log.propagate = False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        make_dir(path.parent)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise CnnvitError(f"cannot write the log {path}: {os_reason(exc)}") from exc
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s" if timestamps
                                                 else "%(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(file_handler)

@@ -4,7 +4,8 @@ Stages: data → train (every model × seed) → evaluate → explain → compar
 then `DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and duration to stdout and
 `DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records versions, device, data, configs
 and stage timings. Re-running the same command continues: finished models are kept (unless
-`force`), interrupted ones resume from their last checkpoint.
+`force`), interrupted ones resume from their last checkpoint. SIGINT and SIGTERM (Slurm's
+time limit) stop the run with a line in the log and the stopped stage in the manifest.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from cnnvit.config import Config
 from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.runtime import resolve_device
 from cnnvit.engine.setup import load_config, load_data
-from cnnvit.engine.train import fit, remaining_phases
-from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_text, open_log, read_json
+from cnnvit.engine.train import fit, remaining_phases, unfinished_files
+from cnnvit.errors import CnnvitError, Interrupted, handling_signals, raise_interrupted
+from cnnvit.io import atomic_write_text, make_dir, open_log, read_json
 from cnnvit.presets import ModelPlan, Preset
 from cnnvit.rundir import TRAINING_TIME, ModelDir, RunDir
 
@@ -84,6 +85,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _failure(exc: BaseException) -> str:
+    """Why a stage failed, in one line."""
+    if isinstance(exc, CnnvitError | Interrupted):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
 class Study:
     """One `cnnvit run`: the preset, the run directory, the log and the manifest."""
 
@@ -98,7 +108,7 @@ class Study:
         self.explain = explain
         self.explain_options = explain_options or {}
         self.quiet = quiet
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         started = datetime.now()
         self.log = open_log(self.run_dir.log_file(started))
         try:
@@ -118,13 +128,14 @@ class Study:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Log the stage's start and duration and record them in the manifest."""
+        """Log the stage's start and duration and record them in the manifest (or why it
+        failed: the error's message, "interrupted ...", "internal error: ...")."""
         start, t0 = _stamp(), time.perf_counter()
         self.log.info(f"[{start}] stage {name}: start")
         try:
             yield
-        except (CnnvitError, KeyboardInterrupt) as exc:
-            reason = exc.message if isinstance(exc, CnnvitError) else "interrupted"
+        except (Exception, KeyboardInterrupt) as exc:
+            reason = _failure(exc)
             self.log.error(f"[{_stamp()}] stage {name}: failed: {reason}")
             self.manifest["stages"][name] = {"start": start, "failed": reason}
             self._write_manifest()
@@ -183,22 +194,33 @@ class Study:
             if not phases:
                 self.log.info(f"  {label}: already trained ({model_dir.path}); --force retrains")
             else:
-                t0 = time.perf_counter()
-                self.log.info(f"  [{_stamp()}] {label}: training {cfg.model}")
-                if extension is not None and phases[-1] is extension:
-                    self.log.info(f"  {label}: then an extension phase to {extension.epochs} "
-                                  f"epochs at lr {extension.lr:g} (a resume of the finished run)")
-                files = [h for h in self.log.handlers if isinstance(h, logging.FileHandler)]
-                fit(cfg, resume=True, extension=extension, quiet=self.quiet,
-                    dataset=self._dataset(cfg), also_log_to=files)
-                train_seconds = model_dir.read_summary().get("train_seconds")
-                self.log.info(f"  [{_stamp()}] {label}: training time "
-                              f"{fmt.seconds(train_seconds)} ({TRAINING_TIME}); "
-                              f"{fmt.seconds(time.perf_counter() - t0)} in all")
+                self._train(label, cfg, extension, phases, model_dir)
             saved, resolved = model_dir.read_config()
             self.manifest["models"][str(model_dir.path.relative_to(self.root))] = {
                 "config": saved.to_dict(), "resolved": resolved}
             self._write_manifest()
+
+    def _train(self, label: str, cfg: Config, extension: Config | None, phases: list[Config],
+               model_dir: ModelDir) -> None:
+        """Train (or continue) one model, logging what it starts from and what it cost."""
+        t0 = time.perf_counter()
+        self.log.info(f"  [{_stamp()}] {label}: training {cfg.model}")
+        if model_dir.checkpoint("last").is_file():
+            self.log.info(f"  {label}: continuing from {model_dir.checkpoint('last')}")
+        elif model_dir.config.is_file():  # started before, nothing to continue from
+            missing = ", ".join(unfinished_files(model_dir))
+            self.log.info(f"  {label}: not finished ({missing} missing or unreadable) and no "
+                          "checkpoints/last.pt: training from the start")
+        if extension is not None and phases[-1] is extension:
+            self.log.info(f"  {label}: then an extension phase to {extension.epochs} "
+                          f"epochs at lr {extension.lr:g} (a resume of the finished run)")
+        files = [h for h in self.log.handlers if isinstance(h, logging.FileHandler)]
+        fit(cfg, resume=True, extension=extension, quiet=self.quiet,
+            dataset=self._dataset(cfg), also_log_to=files)
+        train_seconds = model_dir.read_summary().get("train_seconds")
+        self.log.info(f"  [{_stamp()}] {label}: training time "
+                      f"{fmt.seconds(train_seconds)} ({TRAINING_TIME}); "
+                      f"{fmt.seconds(time.perf_counter() - t0)} in all")
 
     def stage_evaluate(self) -> None:
         for _plan, _seed, model_dir in self.model_dirs():
@@ -255,7 +277,8 @@ class Study:
             self.log.info(f"  report ({kind}): {path}")
 
     def run(self) -> Path:
-        """Run every stage in order; returns the run directory."""
+        """Run every stage in order; returns the run directory. SIGINT and SIGTERM raise
+        `Interrupted` (training first saves where it stands), recorded by `stage`."""
         t0 = time.perf_counter()
         self.log.info(f"cnnvit run --preset {self.preset.name} ({self.mode} mode) → {self.root}")
         self._write_manifest()
@@ -263,10 +286,11 @@ class Study:
                   "evaluate": self.stage_evaluate, "explain": self.stage_explain,
                   "compare": self.stage_compare, "figures": self.stage_figures,
                   "report": self.stage_report}
-        for name, run_stage in stages.items():
-            if name != "explain" or self.explain:
-                with self.stage(name):
-                    run_stage()
+        with handling_signals(raise_interrupted):
+            for name, run_stage in stages.items():
+                if name != "explain" or self.explain:
+                    with self.stage(name):
+                        run_stage()
         self.log.info(f"  artifact index: {self.run_dir.write_artifact_index()}")
         total = time.perf_counter() - t0
         self.manifest["finished"] = datetime.now().isoformat(timespec="seconds")

@@ -5,26 +5,35 @@ optimizer step per batch, validation metrics, `history.csv`, `checkpoints/last.p
 `checkpoints/best.pt` when the selection metric improves. At the end the best checkpoint is
 evaluated on val and test and `summary.json` is written. `fit` alone decides whether a model
 directory is started, resumed, extended or left alone (`remaining_phases`).
+
+Faults: SIGINT or SIGTERM stop training after the current optimizer step; `last.pt` then holds
+the epoch in progress (its running totals and random state too), so running the same command
+again ends exactly where an uninterrupted run would have. A non-finite loss stops training
+(`nan_policy: stop`, keeping the checkpoints written before it) or skips the batch
+(`nan_policy: skip-batch`).
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from cnnvit import __version__, config, metrics, models
-from cnnvit.checkpoint import load_checkpoint, save_checkpoint
+from cnnvit.checkpoint import is_readable_checkpoint, load_checkpoint, save_checkpoint
 from cnnvit.config import Config
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
@@ -40,14 +49,21 @@ from cnnvit.engine.runtime import (
     seed_everything,
 )
 from cnnvit.engine.setup import Setup, prepare
-from cnnvit.errors import CnnvitError
-from cnnvit.io import atomic_write_csv, open_log
+from cnnvit.errors import (
+    CnnvitError,
+    Interrupted,
+    handling_signals,
+    raise_interrupted,
+    signal_name,
+)
+from cnnvit.io import atomic_write_csv, check_creatable, open_log, read_json
 from cnnvit.rundir import ModelDir
 
 # Keys a resumed run may change; anything else must match the interrupted run.
 RESUMABLE_KEYS = {"epochs", "lr", "patience", "max_minutes", "device", "out", "threads",
-                  "eval_batch_size", "download", "data_root", "compile", "min_lr"}
+                  "eval_batch_size", "download", "data_root", "compile", "min_lr", "nan_policy"}
 LOWER_IS_BETTER = {"loss"}
+CHECK_EVERY = 8  # optimizer steps between host-side checks (memory, a non-finite loss)
 
 
 @dataclass
@@ -61,6 +77,61 @@ class Progress:
     stale: int = 0                 # epochs since the selection metric last improved
     train_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EpochState:
+    """An epoch in progress: its running totals, and the global random state once it is
+    interrupted. Saved in last.pt (as `partial`) when training stops mid-epoch."""
+
+    epoch: int                     # 0-based
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    bad_step: torch.Tensor         # first step whose loss was not finite (-1: none), read lazily
+    steps: int = 0                 # optimizer steps taken (skipped batches included)
+    seen: int = 0                  # images counted in the totals
+    skipped: int = 0               # batches skipped for a non-finite loss (nan_policy skip-batch)
+    lr: float = 0.0                # the lr of the epoch's first step
+    seconds: float = 0.0
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, epoch: int, device: torch.device) -> EpochState:
+        zero = torch.zeros((), device=device, dtype=torch.long)
+        return cls(epoch, zero.float(), zero.clone(), zero - 1)
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any], device: torch.device) -> EpochState:
+        tensors = {k: saved[k].to(device) for k in ("loss_sum", "correct", "bad_step")}
+        return cls(**{**saved, **tensors})
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
+    def save_rng(self, device: torch.device) -> None:
+        """Keep the global random state (dropout and the like) where the epoch stopped."""
+        self.rng = {"cpu": torch.get_rng_state()}
+        if device.type == "cuda":
+            self.rng["cuda"] = torch.cuda.get_rng_state(device)
+
+    def restore_rng(self, device: torch.device) -> None:
+        torch.set_rng_state(self.rng["cpu"])
+        if device.type == "cuda" and "cuda" in self.rng:
+            torch.cuda.set_rng_state(self.rng["cuda"], device)
+
+
+class StopRequest:
+    """The SIGINT/SIGTERM handler while training: the first signal asks the loop to stop after
+    the current optimizer step (and save); a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:
+            raise_interrupted(signum, frame)
+        self.signum = signum
 
 
 @dataclass
@@ -79,6 +150,25 @@ class Run:
     memory: MemoryPeak
     train: BatchPipeline
     val: BatchPipeline
+    stop: StopRequest
+    skip_nonfinite: bool           # nan_policy skip-batch
+
+
+def unfinished_files(out: ModelDir) -> list[str]:
+    """The files of a finished model that are missing or do not parse, relative to `out`
+    ([]: it is finished): summary.json, checkpoints/best.pt, metrics_{val,test}.json."""
+    missing = [p for p in (out.summary, out.metrics("val"), out.metrics("test"))
+               if not _parses(p)]
+    if not is_readable_checkpoint(out.checkpoint("best")):
+        missing.insert(1, out.checkpoint("best"))
+    return [p.relative_to(out.path).as_posix() for p in missing]
+
+
+def _parses(path: Path) -> bool:
+    try:
+        return path.is_file() and bool(read_json(path))
+    except CnnvitError:
+        return False
 
 
 def remaining_phases(cfg: Config, resume: bool = False,
@@ -86,25 +176,29 @@ def remaining_phases(cfg: Config, resume: bool = False,
     """The training phases still to run in `cfg.out`, in order: [] when it is finished.
 
     `extension` is a second phase (more epochs, a new lr) run as a resume of the finished
-    first one. Without a `last.pt` everything starts from scratch; with one, `resume` must be
-    set, the phases must differ from the saved run only in `RESUMABLE_KEYS`, and the saved run
-    continues in the phase whose epochs and lr it was started with (a saved run asked for other
-    epochs or lr is extended).
+    first one. An unfinished model (`unfinished_files`) without a `last.pt` starts from
+    scratch; with one it continues, whether `resume` is set or not. A finished model is
+    continued only with `resume`. A continued run must differ from the saved one only in
+    `RESUMABLE_KEYS`, and goes on in the phase whose epochs and lr it was started with (a
+    saved run asked for other epochs or lr is extended).
     """
     out = ModelDir(cfg.out)
     phases = [cfg] if extension is None else [cfg, extension]
-    if not out.checkpoint("last").is_file():
+    finished, has_last = not unfinished_files(out), out.checkpoint("last").is_file()
+    if not finished and not has_last:
         return phases
-    if not resume:
-        raise CnnvitError(f"{out.path} already holds a trained model; pass --resume to continue "
-                          "it or choose another --out")
+    if finished and not resume:
+        raise CnnvitError(f"{out.path} already holds a trained model; pass --resume to extend "
+                          "it (more --epochs, a new --lr) or choose another --out")
     saved, _ = out.read_config()
     for phase in phases:
         _check_resume(phase, saved.to_dict())
-    for i, phase in enumerate(phases):
-        if (phase.epochs, phase.lr) == (saved.epochs, saved.lr):
-            return phases[i + 1:] if out.finished else phases[i:]
-    return phases
+    todo = next((phases[i + 1:] if finished else phases[i:] for i, phase in enumerate(phases)
+                 if (phase.epochs, phase.lr) == (saved.epochs, saved.lr)), phases)
+    if todo and not has_last:
+        raise CnnvitError(f"cannot extend {out.path}: {out.checkpoint('last')} (the optimizer "
+                          "state to continue from) is missing; train into a new --out")
+    return todo
 
 
 def resume_config(out: str, overrides: dict[str, Any]) -> Config | None:
@@ -122,22 +216,35 @@ def fit(cfg: Config, *, resume: bool = False, extension: Config | None = None,
         also_log_to: Sequence[logging.Handler] = ()) -> Path:
     """Train `cfg.model` on `cfg.dataset` into `cfg.out` (then `extension`, if given); returns
     the model directory. `dataset`: the already loaded data `cfg.dataset` names;
-    `also_log_to`: handlers (e.g. a run log's file) that get the training log's lines too."""
-    for phase in remaining_phases(cfg, resume, extension):
-        _fit_phase(phase, quiet, dataset, also_log_to)
+    `also_log_to`: handlers (e.g. a run log's file) that get the training log's lines too.
+
+    While it runs, SIGINT and SIGTERM stop training after the current optimizer step, save it
+    in last.pt and raise `Interrupted`; the previous handlers are restored afterwards.
+    """
+    phases = remaining_phases(cfg, resume, extension)
+    if phases:
+        check_creatable(cfg.out)  # before anything is loaded or written
+    stop = StopRequest()
+    with handling_signals(stop):
+        for phase in phases:
+            _fit_phase(phase, quiet, dataset, also_log_to, stop)
     return Path(cfg.out)
 
 
 def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None,
-               also_log_to: Sequence[logging.Handler]) -> None:
+               also_log_to: Sequence[logging.Handler], stop: StopRequest) -> None:
     """One training phase, from scratch or from `last.pt`, to `summary.json`."""
     out = ModelDir(cfg.out)
     state = load_checkpoint(out.checkpoint("last")) if out.checkpoint("last").is_file() else None
+    if state is not None:
+        _check_best_kept(out, state)
     out.summary.unlink(missing_ok=True)  # present only once training has finished
-    run = _open(cfg, out, state, quiet, dataset)
+    run = _open(cfg, out, state, quiet, dataset, stop)
     for handler in also_log_to:
         run.log.addHandler(handler)
     progress = _restore(run, state) if state is not None else _start(run)
+    partial = (EpochState.from_checkpoint(state["partial"], run.setup.device)
+               if state is not None and state.get("partial") else None)
     train_model: Callable[..., Any] = torch.compile(run.model) if cfg.compile else run.model
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     stop_reason = "finished"
@@ -148,17 +255,26 @@ def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None,
         if deadline is not None and time.monotonic() > deadline:
             stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
             break
-        train, cut_short = _train_epoch(run, train_model, epoch, progress.phase_start,
-                                        deadline, quiet)
+        if stop.signum is not None:
+            _interrupted(run, progress, partial)
+        done, ended = _train_epoch(run, train_model, epoch, progress.phase_start, deadline,
+                                   quiet, partial)
+        partial = None
+        if ended == "signal":
+            _interrupted(run, progress, done)
         val = _validate(run)
         score = _score(val, cfg.selection_metric)
-        improved = _record(progress, epoch, train, val, score, cfg.selection_metric)
+        improved = _record(progress, epoch, _epoch_totals(run, done), val, score,
+                           cfg.selection_metric)
         _save_checkpoints(run, progress, improved, score)
         _log_epoch(run, progress.history[-1])
-        if cut_short:
+        if ended == "budget":
             stop_reason = f"time budget of {cfg.max_minutes:g} min reached mid-epoch"
             break
     _finish(run, progress, stop_reason)
+    if stop.signum is not None:  # it came while the best checkpoint was evaluated
+        _stop(run, f"interrupted by {signal_name(stop.signum)} after training finished; the "
+                   f"results in {out.path} are complete")
 
 
 def _check_resume(cfg: Config, saved: dict[str, Any]) -> None:
@@ -171,8 +287,17 @@ def _check_resume(cfg: Config, saved: dict[str, Any]) -> None:
                           "use a new --out to train a different configuration")
 
 
+def _check_best_kept(out: ModelDir, state: dict[str, Any]) -> None:
+    """A run continues only with its best checkpoint: the final evaluation reads it."""
+    best = out.checkpoint("best")
+    if state.get("best_epoch") and not is_readable_checkpoint(best):
+        raise CnnvitError(f"{best} is missing or unreadable, so the weights of the best epoch "
+                          f"({state['best_epoch']}) are lost; delete {out.path} and train it "
+                          "again (`cnnvit run --force` does that)")
+
+
 def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
-          dataset: Dataset | None) -> Run:
+          dataset: Dataset | None, stop: StopRequest) -> Run:
     """Seed, load the data, build the model and optimizer, write config.yaml."""
     configure(cfg.threads, cfg.deterministic)
     seed_everything(cfg.seed)
@@ -191,7 +316,8 @@ def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
     dtype = amp_dtype(cfg.amp, setup.device)
     return Run(cfg, out, setup, model, build_optimizer(model, cfg),
                torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), dtype, log,
-               resolved, memory, setup.pipeline("train", train=True), setup.pipeline("val"))
+               resolved, memory, setup.pipeline("train", train=True), setup.pipeline("val"),
+               stop, getattr(cfg, "nan_policy", "stop") == "skip-batch")
 
 
 def _start(run: Run) -> Progress:
@@ -214,7 +340,9 @@ def _restore(run: Run, state: dict[str, Any]) -> Progress:
     progress.history = list(progress.history)
     saved = state["config"]
     if (cfg.epochs, cfg.lr) == (saved["epochs"], saved["lr"]):
-        run.log.info(f"resuming at epoch {progress.epoch + 1}/{cfg.epochs}")
+        step = (state.get("partial") or {}).get("steps")
+        run.log.info(f"resuming at epoch {progress.epoch + 1}/{cfg.epochs}"
+                     + (f" after step {step}" if step else ""))
         return progress
     if cfg.epochs <= progress.epoch:
         raise CnnvitError(f"cannot extend {run.out.path}: it already ran {progress.epoch} "
@@ -227,11 +355,15 @@ def _restore(run: Run, state: dict[str, Any]) -> Progress:
 def train_step(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
                scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
-               grad_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step (autocast, scaled backward, optional clipping); (logits, loss)."""
+               grad_clip: float = 0.0, skip_nonfinite: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (autocast, scaled backward, optional clipping); (logits, loss).
+    With `skip_nonfinite`, a batch whose loss is not finite takes no step."""
     with autocast(x.device, dtype):
         logits = model(x)
         loss = criterion(logits.float(), y)
+    if skip_nonfinite and not bool(torch.isfinite(loss)):
+        return logits.detach(), loss.detach()
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip > 0:
@@ -243,43 +375,119 @@ def train_step(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Ten
     return logits.detach(), loss.detach()
 
 
+def _criterion(cfg: Config) -> torch.nn.Module:
+    return torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+
 def _train_epoch(run: Run, train_model: Callable[..., Any], epoch: int, phase_start: int,
-                 deadline: float | None, quiet: bool) -> tuple[dict[str, Any], bool]:
-    """One pass over the training split: (lr, loss, accuracy, seconds, images/s; cut short?)."""
+                 deadline: float | None, quiet: bool, resumed: EpochState | None
+                 ) -> tuple[EpochState, str | None]:
+    """One pass over the training split, or the rest of an interrupted one: the epoch's state
+    and why it ended early (None, "signal" or "budget")."""
     cfg, device, pipe = run.cfg, run.setup.device, run.train
     steps = pipe.num_batches(cfg.batch_size, drop_last=True)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = _criterion(cfg)
     torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc. reproducible per epoch
-    gen = epoch_generator(cfg.seed, epoch, device)
+    batches = pipe.batches(cfg.batch_size, epoch_generator(cfg.seed, epoch, device),
+                           drop_last=True)
+    state = resumed or EpochState.start(epoch, device)
+    if resumed is not None:  # draw what the interrupted run drew for the batches it took
+        collections.deque(itertools.islice(batches, resumed.steps), maxlen=0)
+        resumed.restore_rng(device)
     run.model.train()  # the compiled module shares its modules with the model
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, epoch_lr, cut_short = 0, 0.0, False
-    t0 = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, unit="batch",
-               disable=quiet or not sys.stderr.isatty())
-    for step, (x, y) in enumerate(pipe.batches(cfg.batch_size, gen, drop_last=True)):
+    ended, t0 = None, time.perf_counter()
+    bar = tqdm(total=steps, initial=state.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               leave=False, unit="batch", disable=quiet or not sys.stderr.isatty())
+    for step, (x, y) in enumerate(batches, start=state.steps):
         lr = lr_at(cfg, epoch + step / steps, phase_start, 1 / steps)
-        epoch_lr = lr if step == 0 else epoch_lr
-        set_lr(run.optimizer, lr)
-        logits, loss = train_step(train_model, x, y, run.optimizer, criterion, run.scaler,
-                                  run.dtype, cfg.grad_clip)
-        loss_sum += loss * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
+        _train_batch(run, train_model, criterion, state, x, y, lr)
         bar.update(1)
-        if step % 8 == 0:
+        if state.steps % CHECK_EVERY == 0:
             run.memory.sample()
-        if deadline is not None and time.monotonic() > deadline:
-            cut_short = True
+            _check_finite(run, state, steps)
+        if run.stop.signum is not None:
+            ended = "signal"
+        elif deadline is not None and time.monotonic() > deadline:
+            ended = "budget"
+        if ended:
             break
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    return {"lr": epoch_lr, "loss": float(loss_sum) / max(seen, 1),
-            "accuracy": int(correct) / max(seen, 1), "seconds": seconds,
-            "images_per_s": seen / seconds}, cut_short
+    state.seconds += time.perf_counter() - t0
+    _check_finite(run, state, steps)
+    if ended == "signal":
+        state.save_rng(device)
+    return state, ended
+
+
+def _train_batch(run: Run, model: Callable[..., Any], criterion: torch.nn.Module,
+                 state: EpochState, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+    """One optimizer step, added to the epoch's totals. A non-finite loss is noted on the
+    device (read every CHECK_EVERY steps), or its batch skipped and left out of the totals."""
+    state.lr = lr if state.steps == 0 else state.lr
+    set_lr(run.optimizer, lr)
+    logits, loss = train_step(model, x, y, run.optimizer, criterion, run.scaler, run.dtype,
+                              run.cfg.grad_clip, skip_nonfinite=run.skip_nonfinite)
+    state.steps += 1
+    finite = torch.isfinite(loss)
+    if run.skip_nonfinite and not bool(finite):
+        state.skipped += 1
+        return
+    state.bad_step = torch.where((state.bad_step < 0) & ~finite, state.steps - 1,
+                                 state.bad_step)
+    state.loss_sum += loss * len(y)
+    state.correct += (logits.argmax(1) == y).sum()
+    state.seen += len(y)
+
+
+def _check_finite(run: Run, state: EpochState, steps: int) -> None:
+    """Stop at a non-finite loss (nan_policy stop): the checkpoints written before it are kept
+    and nothing after it is saved."""
+    bad = int(state.bad_step)
+    if bad < 0 and not (state.steps == steps and state.skipped == steps):
+        return
+    last = run.out.checkpoint("last")
+    kept = (f"the last good state, {last}, is kept" if last.is_file() else
+            "no checkpoint had been written yet")
+    if bad >= 0:
+        where, remedy = f"at epoch {state.epoch + 1} step {bad + 1}/{steps}", (
+            "Lower --lr or --set nan_policy=skip-batch")
+    else:
+        where, remedy = f"at every step of epoch {state.epoch + 1}", "Lower --lr"
+    _stop(run, f"the training loss was not finite {where}; training stopped and {kept}. "
+               f"{remedy}, then run the same command again", CnnvitError)
+
+
+def _epoch_totals(run: Run, state: EpochState) -> dict[str, Any]:
+    """A finished epoch's lr, loss, accuracy, seconds and images/s."""
+    if state.skipped:
+        run.log.warning(f"epoch {state.epoch + 1}: skipped {state.skipped} of {state.steps} "
+                        "batches with a non-finite loss (nan_policy skip-batch)")
+    return {"lr": state.lr, "loss": float(state.loss_sum) / max(state.seen, 1),
+            "accuracy": int(state.correct) / max(state.seen, 1), "seconds": state.seconds,
+            "images_per_s": state.seen / max(state.seconds, 1e-9)}
+
+
+def _interrupted(run: Run, progress: Progress, epoch: EpochState | None) -> NoReturn:
+    """After a stop signal: save the epoch in progress in last.pt (if it took a step), say
+    where training stopped and raise `Interrupted`."""
+    if epoch is not None and epoch.steps:
+        _save_last(run, progress, epoch)
+    last = run.out.checkpoint("last")
+    saved = (f"{last} holds the training so far" if last.is_file() else
+             "nothing had been trained yet")
+    signum = run.stop.signum or 0
+    _stop(run, f"interrupted at epoch {progress.epoch + 1} step {epoch.steps if epoch else 0} "
+               f"by {signal_name(signum)}; {saved}: run the same command again to resume")
+
+
+def _stop(run: Run, message: str, error: type[CnnvitError] | None = None) -> NoReturn:
+    """Log `message` in train.log and raise it: an `error`, else `Interrupted`."""
+    run.log.error(message)
+    if error is not None:
+        raise error(message)
+    raise Interrupted(message, 128 + (run.stop.signum or 0))
 
 
 def _validate(run: Run) -> dict[str, Any]:
@@ -323,18 +531,23 @@ def _record(progress: Progress, epoch: int, train: dict[str, Any], val: dict[str
 def _save_checkpoints(run: Run, progress: Progress, improved: bool, score: float) -> None:
     """best.pt when the epoch improved, history.csv, then last.pt (the epoch is done once it
     exists)."""
-    state = run.model.state_dict()
-    cfg = run.cfg.to_dict()
     if improved:
         save_checkpoint(run.out.checkpoint("best"),
-                        {"model": state, "epoch": progress.epoch, "config": cfg,
-                         "resolved": run.resolved, "score": score,
+                        {"model": run.model.state_dict(), "epoch": progress.epoch,
+                         "config": run.cfg.to_dict(), "resolved": run.resolved, "score": score,
                          "selection_metric": run.cfg.selection_metric})
     atomic_write_csv(pd.DataFrame(progress.history), run.out.history)
-    payload = {"model": state, "optimizer": run.optimizer.state_dict(), **asdict(progress),
-               "config": cfg, "resolved": run.resolved}
+    _save_last(run, progress)
+
+
+def _save_last(run: Run, progress: Progress, epoch: EpochState | None = None) -> None:
+    """last.pt: weights, optimizer and progress, and the epoch in progress when interrupted."""
+    payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+               **asdict(progress), "config": run.cfg.to_dict(), "resolved": run.resolved}
     if run.scaler.is_enabled():
         payload["scaler"] = run.scaler.state_dict()
+    if epoch is not None:
+        payload["partial"] = epoch.to_checkpoint()
     save_checkpoint(run.out.checkpoint("last"), payload)
 
 
