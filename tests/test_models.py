@@ -437,3 +437,31 @@ def test_an_input_below_the_stated_minimum_warns(caplog):
         assert "use --image-size 75" in warn_below_minimum(model, "inception_v3", 32)
     assert "minimum input of 75×75" in caplog.text
     assert warn_below_minimum(model, "inception_v3", 96) is None
+
+
+class _Payload:
+    """Unpickling this would create a file: the loader must refuse before it runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_in_cached_pretrained_weights_is_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_probe: None) -> None:
+    import torchvision
+
+    marker = tmp_path / "PWNED"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = hub.url_cache_path(url)
+    cached.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": _Payload(marker)}, cached)
+    with pytest.raises(CnnvitError) as err:
+        build("resnet18", 8, pretrained=True)
+    msg = err.value.message
+    assert msg.startswith(f"{cached}: contains pickled Python objects") and "\n" not in msg
+    assert "will not run code" in msg and "weights_only=False" not in msg
+    assert not marker.exists()

@@ -203,3 +203,12 @@ def test_binary_task_trains_and_reports_the_positive_class_auc(tmp_path):
     preds = pd.read_csv(out / "predictions_test.csv")
     expected = roc_auc_score(preds["label"], preds["prob_1"])
     assert m["auc_macro"] == pytest.approx(expected) and m["auc_micro"] == pytest.approx(expected)
+
+
+def test_a_model_that_did_not_learn_says_so_in_its_log(tmp_path):
+    out = fit(tiny(tmp_path, epochs=1, lr=1e-9), quiet=True)  # (seeded: the same every run)
+    log = (out / "train.log").read_text()
+    assert "vit-small-input did not learn: validation accuracy" in log
+    assert "majority-class rate 0.1000" in log
+    learned = fit(tiny(tmp_path, "ok"), quiet=True)
+    assert "did not learn" not in (learned / "train.log").read_text()

@@ -56,7 +56,12 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--threads": ("threads", {"type": int, "help": "CPU threads for torch (0 = default)"}),
 }
 CONFIG_SWITCHES = {"--pretrained": "pretrained", "--download": "download",
-                   "--deterministic": "deterministic", "--compile": "compile"}
+                   "--deterministic": "deterministic", "--compile": "compile",
+                   "--strict": "strict_data"}
+
+SWITCH_HELP = {"--strict": "refuse messy data (images of mixed size or mode, non-image or "
+                           "unreadable files, a class missing from a split) instead of "
+                           "converting, skipping and reporting it"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +73,7 @@ class _Parser(argparse.ArgumentParser):
 
 # the config flags `cnnvit run` passes to every model of the study
 RUN_FLAGS = ("--image-size", "--epochs", "--device", "--data-root", "--threads", "--download",
-             "--deterministic")
+             "--deterministic", "--strict")
 
 
 def _add_config_flags(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
@@ -79,7 +84,7 @@ def _add_config_flags(p: argparse.ArgumentParser, only: tuple[str, ...] | None =
     for flag, key in CONFIG_SWITCHES.items():
         if only is None or flag in only:
             p.add_argument(flag, dest=f"cfg_{key}", action="store_const", const=True,
-                           default=None)
+                           default=None, help=SWITCH_HELP.get(flag))
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,12 +156,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     kwargs = {"size": args.size, "root": args.data_root}
     if args.data_cmd == "info":
-        print(data.describe(data.load(args.spec, download=False, **kwargs)))
+        print(data.describe(data.load(args.spec, download=False, strict=args.strict, **kwargs)))
     elif args.data_cmd == "fetch":
         for path in data.fetch(args.spec, **kwargs):
             print(f"ready: {path}")
     elif args.data_cmd == "verify":
-        print(data.verify(args.spec, **kwargs))
+        print(data.verify(args.spec, strict=args.strict, **kwargs))
     return 0
 
 
@@ -174,7 +179,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnvit.bench import run_bench
 
     run_bench(models=args.models, device=args.device, steps=args.steps, out=args.output,
-              threads=args.threads)
+              threads=args.threads, amp=args.amp)
     return 0
 
 
@@ -183,7 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.list:
         for name in presets.available():
-            print(f"{name}: {presets.load(name).description}")
+            print(f"{name}: {presets.description(name)}")
         return 0
     overrides = _flag_overrides(args)
     for key, value in overrides.items():  # a bad key or value fails before the preset (torch)
@@ -273,7 +278,8 @@ def _add_explain_options(p: argparse.ArgumentParser, stage: str = "") -> None:
     p.add_argument("--include-errors", dest="include_errors", type=int, default=5,
                    help=f"{stage}misclassified samples added per model")
     p.add_argument("--method", default="auto", choices=METHODS,
-                   help=f"{stage}auto = Grad-CAM for CNNs, attention rollout for ViTs")
+                   help=f"{stage}auto = Grad-CAM for CNNs, attention relevance (Chefer et "
+                        "al. 2021) for ViTs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,8 +341,8 @@ def _run_parser(sub: Any) -> None:
 
 
 def _explain_parser(sub: Any) -> None:
-    p = _command(sub, "explain", _cmd_explain, "Grad-CAM / attention rollout on shared samples, "
-                 "galleries, faithfulness", [
+    p = _command(sub, "explain", _cmd_explain, "Grad-CAM / attention relevance on shared "
+                 "samples, galleries, faithfulness", [
                      "cnnvit explain runs/quickstart --per-class 10 --include-errors 5"],
                  "Explain every model of a run on one seeded selection of samples: overlays, "
                  "per-class and error galleries, deletion/insertion faithfulness against a "
@@ -417,6 +423,8 @@ def _data_parser(sub: Any) -> None:
         d.add_argument("--size", type=int, default=None,
                        help="MedMNIST native size 28|64|128|224")
         d.add_argument("--data-root", default=None)
+        if name != "fetch":
+            d.add_argument("--strict", action="store_true", help=SWITCH_HELP["--strict"])
     d = _command(dsub, "synth", _cmd_data, "write a learnable SYNTHETIC npz (tests, benchmarks)",
                  [synth])
     d.add_argument("--out", required=True)
@@ -434,6 +442,8 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"),
+                   help="precision, as in training (auto: fp32 on the CPU, bf16 on CUDA)")
     p.add_argument("--output", default=None, help="also write the results as JSON")
 
 

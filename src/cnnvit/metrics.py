@@ -268,12 +268,15 @@ def _per_class(y: np.ndarray, pred: np.ndarray, names: list[str],
     ]
 
 
+CHANCE_ALPHA = 0.05  # a validation accuracy not above chance at this level: "did not learn"
+
+
 def chance_test(accuracy: float, n: int, supports: Sequence[int]) -> tuple[float, float]:
     """Whether an accuracy on n samples beats always predicting the majority class: (the
     majority class's share of the class supports, one-sided exact binomial p of reaching
     `accuracy` at that rate).
 
-    A model whose p is not below 0.05 cannot be told apart from one that did not learn.
+    A model whose p is not below CHANCE_ALPHA cannot be told apart from one that did not learn.
     """
     from scipy.stats import binomtest
 

@@ -56,6 +56,11 @@ def available() -> list[str]:
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
+def description(name_or_path: str) -> str:
+    """A preset's one-line description, read without loading the study (no torch)."""
+    return str(_read(name_or_path)[1].get("description", ""))
+
+
 def _read(name_or_path: str) -> tuple[str, dict[str, Any]]:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
@@ -86,8 +91,6 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
     `models` selects preset entries by name; a name that is not an entry adds that model
     (any cnnvit/timm model name) with the preset's common settings.
     """
-    from cnnvit.engine.setup import load_config  # (torch) only when a study is loaded
-
     name, raw = _read(name_or_path)
     unknown = sorted(set(raw) - PRESET_KEYS)
     if unknown:
@@ -112,9 +115,13 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
         if dataset:  # --dataset replaces the preset's, whatever its entries say
             merged["dataset"] = dataset
         merged.setdefault("model", key)
-        load_config(None, merged)  # validate now: a typo fails before any training starts
+        config.load(None, merged)  # validate now: a typo fails before any training starts
         # the name becomes a directory: a model name such as tv:resnet50 is made file-safe
         plans.append(ModelPlan(name=safe_name(key), overrides=merged, extend=extend))
+    from cnnvit.engine.setup import load_config  # torch: only once the light checks pass
+
+    for plan in plans:  # an unknown model, device or AMP mode fails before anything is written
+        load_config(None, plan.overrides)
     seed_list = seeds or [int(s) for s in raw.get("seeds", [42])]
     return Preset(name=name, description=str(raw.get("description", "")),
                   dataset=dataset or str(raw.get("dataset", "digits")), seeds=seed_list,

@@ -31,6 +31,7 @@ RUN_FILES = {
     "manifest.json": "versions, git commit, device, data and md5, seeds, every resolved "
                      "config, stage timings, mode",
     "logs/run_*.log": "the lines `cnnvit run` printed, one file per invocation",
+    "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
     ARTIFACTS_FILE: "this index",
     "results/final_comparison.csv": "every metric, val and test, with parameters, FLOPs, time, "
                                     "throughput and memory: one row per model × seed × split",
@@ -58,6 +59,7 @@ MODEL_FILES = {
     "metrics_*.json": "every metric of the best checkpoint on that split",
     "predictions_*.csv": "per sample: label, prediction and class probabilities",
     "train.log": "the training log",
+    "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
     "summary.json": "what the model is and cost: written last, once training finished",
 }
 # what summary.json's `train_seconds` (the "training time" of every table and log) includes

@@ -159,7 +159,7 @@ class Study:
         return load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path)})
 
     def _dataset(self, cfg: Config) -> data.Dataset:
-        key = (cfg.dataset, cfg.data_size, cfg.image_size, cfg.data_root)
+        key = (cfg.dataset, cfg.data_size, cfg.image_size, cfg.data_root, cfg.strict_data)
         if key not in self._datasets:
             self._datasets[key] = load_data(cfg)
         return self._datasets[key]
@@ -176,7 +176,7 @@ class Study:
                               "task": ds.info.task, "classes": ds.info.class_names,
                               "split_sizes": {k: len(v) for k, v in ds.splits.items()},
                               "split_note": ds.info.split_note,
-                              "synthetic": ds.info.synthetic}
+                              "synthetic": ds.info.synthetic, "notes": list(ds.info.notes)}
                 for line in data.describe(ds).splitlines():
                     self.log.info(f"  {line}")
         self.manifest["data"] = infos
@@ -252,7 +252,8 @@ class Study:
         if self._explain_is_current(stamp):
             self.log.info(f"  explanations up to date ({stamp.parent}); --force recomputes")
             return
-        out = explain_run(self.root, logger=self.log, **self.explain_options)
+        out = explain_run(self.root, logger=self.log, progress=not self.quiet,
+                          **self.explain_options)
         atomic_write_text(stamp, json.dumps(self.explain_options, sort_keys=True))
         self.log.info(f"  explanations: {out}")
 

@@ -12,6 +12,7 @@ from cnnvit import fmt
 from cnnvit.compare.tables import COST_COLUMNS
 from cnnvit.compare.verdicts import HIGHER_IS_BETTER, Verdicts, p_text
 from cnnvit.document import Block, Bullets, Para, Section, Table, markdown
+from cnnvit.metrics import CHANCE_ALPHA
 from cnnvit.rundir import TRAINING_TIME
 
 MODE_LABELS = {"full": "full mode",
@@ -28,7 +29,6 @@ TRADE_OFFS = (("parameters", "parameters", "fewer"),
               ("train_seconds", "training time", "less"))
 FAITHFULNESS_COLUMNS = ("model", "method", "deletion_auc", "insertion_auc")
 SAME_WITHIN = 1.05  # cost ratios closer to 1 than this count as "about the same"
-CHANCE_ALPHA = 0.05  # a validation accuracy not above chance at this level: "did not learn"
 
 
 def model_stats(test: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:

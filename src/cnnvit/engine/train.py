@@ -576,6 +576,20 @@ def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
     auc = "n/a" if test["auc_macro"] is None else f"{test['auc_macro']:.4f}"
     run.log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
                  f"auc_macro {auc} loss {test['loss']:.4f} → {out.path}")
+    _warn_if_not_learned(run, results["val"])
+
+
+def _warn_if_not_learned(run: Run, val: dict[str, Any]) -> None:
+    """A loud line when the validation accuracy is not above the majority-class rate."""
+    supports = [c["support"] for c in val.get("per_class") or []]
+    if not supports or not val.get("n"):
+        return
+    rate, p = metrics.chance_test(val["accuracy"], val["n"], supports)
+    if p >= metrics.CHANCE_ALPHA:
+        run.log.warning(f"⚠ {run.cfg.model} did not learn: validation accuracy "
+                        f"{val['accuracy']:.4f} is not above the majority-class rate {rate:.4f} "
+                        f"(one-sided binomial p = {p:.2g}); check the schedule (epochs, lr) and "
+                        "the input size before comparing it")
 
 
 def _summary(run: Run, progress: Progress, stop_reason: str,

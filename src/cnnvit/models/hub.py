@@ -7,6 +7,7 @@ the network answers, otherwise one clear error that says where to get them.
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from cnnvit.checkpoint import refuse_pickled_code
 from cnnvit.errors import CnnvitError
 
 T = TypeVar("T")
@@ -147,6 +149,8 @@ def torchvision_state_dict(name: str, url: str) -> dict[str, Any]:
         return load() if url_cache_path(url).is_file() else download(name, url, load)
     except CnnvitError:
         raise
+    except pickle.UnpicklingError as exc:  # the weights-only loader refused the file
+        raise refuse_pickled_code(url_cache_path(url), exc) from None
     except Exception as exc:  # e.g. a corrupt or truncated file in torch.hub's cache
         raise CnnvitError(f"cannot load pretrained weights for {name} from {url}: "
                           f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import torch.nn as nn
 
+from cnnvit.checkpoint import refuse_pickled_code
 from cnnvit.errors import CnnvitError
 from cnnvit.models import hub
 from cnnvit.models.weights import set_info
@@ -21,6 +23,12 @@ def _create(name: str, pretrained: bool, image_size: int, **kwargs: Any) -> nn.M
         if "img_size" not in str(exc):
             raise
     return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def _where(name: str) -> str:
+    """The local weights file of timm model `name`, or the name when it is not known."""
+    cached = hub.timm_weights(name).cached
+    return str(cached) if cached is not None else f"the pretrained weights of {name}"
 
 
 def build_timm(name: str, num_classes: int, in_chans: int = 3, image_size: int = 224,
@@ -46,6 +54,9 @@ def build_timm(name: str, num_classes: int, in_chans: int = 3, image_size: int =
     except CnnvitError:
         raise
     except Exception as exc:
+        if isinstance(exc, pickle.UnpicklingError) or isinstance(exc.__cause__,
+                                                                 pickle.UnpicklingError):
+            raise refuse_pickled_code(_where(name), exc) from None
         raise CnnvitError(f"cannot build timm model {name} for {image_size} px images with "
                           f"{in_chans} channel(s) and {num_classes} classes: "
                           f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
