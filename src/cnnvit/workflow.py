@@ -184,6 +184,7 @@ class Study:
             self.config_for(*self.model_dirs()[0]).device)))
 
     def stage_train(self) -> None:
+        self.log.info(f"  training time: {TRAINING_TIME}")
         for plan, seed, model_dir in self.model_dirs():
             cfg = self.config_for(plan, seed, model_dir)
             extension = cfg.replace(**plan.extend) if plan.extend else None
@@ -218,9 +219,9 @@ class Study:
         fit(cfg, resume=True, extension=extension, quiet=self.quiet,
             dataset=self._dataset(cfg), also_log_to=files)
         train_seconds = model_dir.read_summary().get("train_seconds")
-        self.log.info(f"  [{_stamp()}] {label}: training time "
-                      f"{fmt.seconds(train_seconds)} ({TRAINING_TIME}); "
-                      f"{fmt.seconds(time.perf_counter() - t0)} in all")
+        self.log.info(f"  [{_stamp()}] {label}: training time {fmt.seconds(train_seconds)}; "
+                      f"{fmt.seconds(time.perf_counter() - t0)} in all, with validation, "
+                      "checkpoints and evaluation")
 
     def stage_evaluate(self) -> None:
         for _plan, _seed, model_dir in self.model_dirs():
