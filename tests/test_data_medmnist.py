@@ -76,7 +76,7 @@ def test_size_picks_the_native_file(tmp_path, monkeypatch) -> None:
         data.load("bloodmnist", size=64, root=str(tmp_path))
     message = str(e.value)
     assert "bloodmnist_64.npz" in message and medmnist.INFO["bloodmnist"]["url_64"] in message
-    assert "--image-size 64" in message
+    assert "--size 64" in message
     path = write_fake(tmp_path, "bloodmnist", size=64)
     trust(monkeypatch, "bloodmnist", path, size=64)
     ds = data.load("bloodmnist", size=64, root=str(tmp_path))

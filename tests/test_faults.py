@@ -323,3 +323,26 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_in_a_file(
     assert "Traceback" in crash.read_text() and "in broken" in crash.read_text()
     with pytest.raises(ValueError, match="something broke"):
         main(["--debug", "compare", str(tmp_path)])
+
+
+def test_an_error_message_is_always_one_line():
+    from cnnvit.errors import CnnvitError
+
+    err = CnnvitError("x.csv: cannot read CSV (Error tokenizing data.\nC error: bad line\n); fix")
+    assert err.message == "x.csv: cannot read CSV (Error tokenizing data. C error: bad line ); fix"
+    assert str(err) == err.message
+
+
+def test_sigterm_in_any_command_is_one_line_and_exit_143(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import cnnvit.compare
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the handler should have stopped the command")
+
+    monkeypatch.setattr(cnnvit.compare, "compare", killed)
+    assert main(["compare", str(tmp_path)]) == 143
+    assert capsys.readouterr().err == "cnnvit: interrupted by SIGTERM\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was restored

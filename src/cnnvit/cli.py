@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnvit import __version__
-from cnnvit.errors import CnnvitError, Interrupted
+from cnnvit.errors import CnnvitError, Interrupted, handling_signals, raise_interrupted
 from cnnvit.explain.methods import METHODS
 from cnnvit.plots import FORMATS, KINDS, SPLITS
 from cnnvit.report import FORMATS as REPORT_FORMATS
@@ -453,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        with handling_signals(raise_interrupted):  # SIGTERM anywhere: a line and exit 143
+            return func(args)
     except CnnvitError as exc:
         print(f"cnnvit: error: {exc.message}", file=sys.stderr)
         return exc.code
@@ -495,7 +496,8 @@ def _output_dir(args: argparse.Namespace) -> Path | None:
 def _save_traceback(text: str, folder: Path | None) -> Path | None:
     """Write `text` to `folder/logs/crash-<time>.log` (when `folder` exists), else under
     ~/.cache/cnnvit/ or the temporary directory; the file written, None if none could be."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnvit"
+    cache = Path(os.environ.get("CNNVIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
+                                                         Path.home() / ".cache") / "cnnvit")
     name = f"crash-{datetime.now():%Y%m%d_%H%M%S}-{os.getpid()}.log"
     candidates = [folder / "logs"] if folder is not None and folder.is_dir() else []
     for dest in [*candidates, cache, Path(tempfile.gettempdir())]:

@@ -14,9 +14,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what Slurm sends at th
 
 
 class CnnvitError(Exception):
-    """An error caused by input the user can fix. The CLI prints `message` and exits `code`."""
+    """An error caused by input the user can fix. The CLI prints `message` and exits `code`.
+
+    The message is always one line: text from another library's exception (a pandas parse
+    error, a YAML problem) that spans several lines is joined with spaces."""
 
     def __init__(self, message: str, code: int = 2) -> None:
+        message = " ".join(part.strip() for part in message.splitlines() if part.strip())
         super().__init__(message)
         self.message = message
         self.code = code

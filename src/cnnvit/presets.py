@@ -79,7 +79,8 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"preset: '{where}' must be a mapping of config keys")
+        raise ConfigError(f"preset {where} must be a mapping of config keys (key: value), "
+                          f"got {type(value).__name__}")
     return dict(value)
 
 
@@ -96,20 +97,20 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
     if unknown:
         raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(sorted(PRESET_KEYS))}")
-    entries = _mapping(raw.get("models"), "models")
+    entries = _mapping(raw.get("models"), f"{name}: models")
     if not entries:
         raise ConfigError(f"preset {name} lists no models")
-    red = _mapping(raw.get("reduced"), "reduced") if reduced else {}
-    common = {**_mapping(raw.get("common"), "common"), **_mapping(red.get("common"),
-                                                                  "reduced.common")}
-    red_models = _mapping(red.get("models"), "reduced.models")
+    red = _mapping(raw.get("reduced"), f"{name}: reduced") if reduced else {}
+    common = {**_mapping(raw.get("common"), f"{name}: common"),
+              **_mapping(red.get("common"), f"{name}: reduced.common")}
+    red_models = _mapping(red.get("models"), f"{name}: reduced.models")
     chosen = models or list(entries)
     global_over, per_model = split_overrides(overrides or {}, chosen)
     plans = []
     for key in chosen:
-        entry = _mapping(entries.get(key, {"model": key}), f"models.{key}")
-        entry.update(_mapping(red_models.get(key), f"reduced.models.{key}"))
-        extend = _mapping(entry.pop("extend", None), f"models.{key}.extend")
+        entry = _mapping(entries.get(key, {"model": key}), f"{name}: models.{key}")
+        entry.update(_mapping(red_models.get(key), f"{name}: reduced.models.{key}"))
+        extend = _mapping(entry.pop("extend", None), f"{name}: models.{key}.extend")
         merged = {"dataset": raw.get("dataset", "digits"), **common, **entry,
                   **global_over, **per_model.get(key, {})}
         if dataset:  # --dataset replaces the preset's, whatever its entries say

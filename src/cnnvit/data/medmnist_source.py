@@ -37,7 +37,7 @@ class Remote:
 
     @property
     def fetch_command(self) -> str:
-        extra = "" if self.size == 28 else f" --image-size {self.size}"
+        extra = "" if self.size == 28 else f" --size {self.size}"
         return f"cnnvit data fetch medmnist:{self.flag}{extra}"
 
     def missing_message(self) -> str:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from cnnvit.config import Config
 from cnnvit.data.types import Split
+from cnnvit.errors import CnnvitError
 
 _POLICY_CHUNK = 16  # AutoAugment/RandAugment draw one op per chunk of this many images
 
@@ -50,7 +51,9 @@ def resize_uint8(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
         return x
     if mode == "pad":
         if h > size or w > size:
-            raise ValueError(f"cannot zero-pad {h}×{w} images to {size}; use a resize mode")
+            raise CnnvitError(f"resize_mode pad cannot fit {h}×{w} images into {size}×{size}: "
+                              "use --image-size of at least the image size, or a resize mode "
+                              "(--set resize_mode=bilinear)")
         top, left = (size - h) // 2, (size - w) // 2
         return F.pad(x, (left, size - w - left, top, size - h - top))
     y = x.float()

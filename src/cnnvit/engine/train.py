@@ -564,8 +564,9 @@ def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
     """Evaluate the best checkpoint on val and test; write summary.json last."""
     cfg, out = run.cfg, run.out
     if not progress.history:
-        raise CnnvitError(f"{out.path}: no epoch was trained (the time budget was already "
-                          "spent?)")
+        raise CnnvitError(f"{out.path}: no epoch was trained: the time budget (--max-minutes "
+                          f"{cfg.max_minutes:g}) ran out before the first epoch ended; raise it "
+                          "(0 = no budget) and run the same command again")
     run.log.info(f"{stop_reason}; best epoch {progress.best_epoch} ({cfg.selection_metric} "
                  f"{progress.best_score:.4f}); evaluating the best checkpoint on val and test")
     run.model.load_state_dict(load_checkpoint(out.checkpoint("best"))["model"])
