@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -44,9 +45,10 @@ def write_synthetic(path: str | os.PathLike, shape: tuple[int, int, int] = (28, 
         arrays[f"{name}_images"] = images[..., 0] if channels == 1 else images
         arrays[f"{name}_labels"] = labels.reshape(-1, 1)
     out = Path(path)
-    # allow_pickle=True is np.savez's default, named so that type checkers do not match
-    # **arrays against that bool parameter
-    atomic_write(out, lambda f: np.savez(f, allow_pickle=True, **arrays), binary=True)
+    # every array is numeric; np.savez is typed loosely so that **arrays is not matched against
+    # its allow_pickle parameter (numpy < 2.1 has none and would store it as an array)
+    savez = cast(Callable[..., None], np.savez)
+    atomic_write(out, lambda f: savez(f, **arrays), binary=True)
     return out
 
 
