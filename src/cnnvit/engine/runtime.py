@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +47,37 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+# `--amp auto` trains in bf16 on a CPU with native bf16 (AMX or AVX512-BF16) when the model's
+# forward pass costs at least this much per image: measured (docs/performance.md), bf16 more
+# than doubles resnet18-small@28 (0.9 GFLOP) and slows vit-small-input@28 (0.02 GFLOP) 2.4×.
+CPU_BF16_MIN_FLOPS = 1e8
+CPU_BF16_RULE = (f"--amp auto on a CPU with native bf16 (AMX or AVX512-BF16): bf16 autocast "
+                 f"when the forward pass costs ≥ {CPU_BF16_MIN_FLOPS / 1e6:.0f} MFLOP per image, "
+                 "else fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX512-BF16 instructions)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def training_dtype(amp: str, device: torch.device, flops_per_image: float | None
+                   ) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype of training and why: `amp_dtype`, except that `auto` on a CPU with
+    native bf16 follows CPU_BF16_RULE (so the choice is reproducible, not a timing)."""
+    if amp != "auto" or device.type != "cpu":
+        dtype = amp_dtype(amp, device)
+        return dtype, f"--amp {amp} on {device.type}"
+    if not cpu_has_native_bf16():
+        return None, "--amp auto on a CPU without native bf16: fp32"
+    heavy = flops_per_image is not None and flops_per_image >= CPU_BF16_MIN_FLOPS
+    return (torch.bfloat16 if heavy else None), CPU_BF16_RULE
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

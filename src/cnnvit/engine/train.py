@@ -41,12 +41,12 @@ from cnnvit.engine.evaluate import evaluate_split, predict
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.engine.optim import build_optimizer, lr_at, set_lr
 from cnnvit.engine.runtime import (
-    amp_dtype,
     autocast,
     configure,
     epoch_generator,
     epoch_seed,
     seed_everything,
+    training_dtype,
 )
 from cnnvit.engine.setup import Setup, prepare
 from cnnvit.errors import (
@@ -312,8 +312,14 @@ def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
         "weights_report": getattr(model, "cnnvit_weights_report", None),
         "flops_per_image": (state["resolved"].get("flops_per_image") if state else
                             flops_per_image(model, setup.info.channels, setup.image_size))}
+    dtype, why = training_dtype(cfg.amp, setup.device, resolved["flops_per_image"])
+    if state is not None and "train_precision" in state["resolved"]:  # never change mid-run
+        saved = state["resolved"]["train_precision"]["dtype"]
+        dtype = None if saved == "float32" else getattr(torch, saved)
+        why = state["resolved"]["train_precision"]["why"]
+    resolved["train_precision"] = {"dtype": str(dtype or torch.float32).removeprefix("torch."),
+                                   "why": why}
     out.write_config(cfg, resolved)
-    dtype = amp_dtype(cfg.amp, setup.device)
     return Run(cfg, out, setup, model, build_optimizer(model, cfg),
                torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), dtype, log,
                resolved, memory, setup.pipeline("train", train=True), setup.pipeline("val"),
