@@ -1,4 +1,4 @@
-"""`cnnvit bench` on the CPU: tiny cases through the CLI, the JSON it writes, and bad specs.
+"""`cnnvit bench` (and `--reference`) on the CPU: tiny cases through the CLI, the JSON, bad specs.
 
 Timings on a shared machine are noisy, so nothing here is a speed threshold: the checks are on
 the structure of the output, on ratios that must lie in a sane range whatever the load, and on
@@ -11,13 +11,24 @@ import contextlib
 import io
 import json
 import math
+import os
 from dataclasses import fields
 
 import pytest
 import torch
+from PIL import Image
+from torchvision import transforms as T
 
 from cnnvit import bench
 from cnnvit.bench import BenchResult
+from cnnvit.bench_reference import (
+    PilDataset,
+    ReferenceResult,
+    cnnvit_pipeline,
+    reference_batch_size,
+    reference_loader,
+    source_split,
+)
 from cnnvit.cli import main
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.models import build
@@ -129,6 +140,9 @@ def fast_peak(monkeypatch):
     (["--models", "resnet18-small@8", "--steps", "0"], "--steps must be at least 1"),
     (["--models", "resnet18-small@abc"], "resnet18-small@abc"),
     (["--models", ""], "model@size"),
+    (["--reference", "--models", "resnet18-small@0"], "model@size"),
+    (["--reference", "--models", "no-such-model@8"], "unknown model 'no-such-model'"),
+    (["--reference", "--models", "resnet18-small@8", "--steps", "0"], "--steps must be at least"),
 ])
 def test_bad_bench_spec_exits_2_with_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "b.json"
@@ -146,3 +160,91 @@ def test_bench_on_missing_gpu_exits_2(fast_peak, tmp_path, capsys):
                  "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CUDA is not available" in err
+
+
+# --reference: cnnvit's pipeline against torchvision transforms on PIL images in a DataLoader
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, one_thread):
+    """One `cnnvit bench --reference` run of a tiny case: (exit code, stdout, JSON payload)."""
+    out = tmp_path_factory.mktemp("bench") / "ref.json"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = main(["bench", "--device", "cpu", "--reference", "--models", "resnet18-small@8",
+                   "--steps", "1", "--threads", "1", "--output", str(out)])
+    return rc, stdout.getvalue(), json.loads(out.read_text())
+
+
+def test_reference_bench_json(reference_run):
+    rc, _, payload = reference_run
+    assert rc == 0 and payload["device"] == "cpu" and payload["threads"] == 1
+    [r] = payload["results"]
+    assert set(r) == {f.name for f in fields(ReferenceResult)}
+    exact = _train_flops("resnet18-small@8")
+    assert r["train_gflop_per_image"] == pytest.approx(exact / 1e9, abs=1e-6)
+    assert r["batch_size"] == reference_batch_size(8, exact, torch.device("cpu")) == 32
+    assert r["reference_workers"] == min(4, os.cpu_count() or 1) >= 1
+    assert r["precision"] == "float32" and r["memory_kind"] == "cpu_rss_growth"
+    for side in ("reference", "cnnvit"):
+        ips = r[f"{side}_images_per_s"]
+        assert ips > 0
+        share = r[f"{side}_share_of_peak"]
+        assert 0 < share <= 1
+        assert share == pytest.approx(exact * ips / payload["peak_flop_per_s"], rel=0.01,
+                                      abs=1e-4)
+        assert math.isfinite(r[f"{side}_peak_memory_mb"]) and r[f"{side}_peak_memory_mb"] >= 0
+    assert r["ratio"] == pytest.approx(r["cnnvit_images_per_s"] / r["reference_images_per_s"],
+                                       rel=0.01)
+    assert r["peak_gflop_per_s"] == pytest.approx(payload["peak_flop_per_s"] / 1e9, abs=0.051)
+
+
+def test_reference_bench_prints_a_markdown_table(reference_run):
+    _, stdout, payload = reference_run
+    lines = stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| case | device |"))
+    assert "| reference img/s | cnnvit img/s | cnnvit / reference |" in lines[head]
+    [r] = payload["results"]
+    assert lines[head + 2].startswith(
+        f"| resnet18-small@8 | cpu | float32 | 32 | {r['reference_images_per_s']} | "
+        f"{r['cnnvit_images_per_s']} | {r['ratio']:.2f} |")
+    assert lines[head + 2].count("|") == 12
+
+
+def test_reference_side_is_a_dataloader_of_pil_transforms(monkeypatch):
+    split = source_split(16, 8)
+    assert split.images.shape == (8, 16, 16, 3)  # native size at ≤ 28 px
+    assert source_split(224, 2).images.shape[1:] == (64, 64, 3)  # upsampled from 64 px
+    loader = reference_loader(split, 16, 4, torch.device("cpu"))
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert loader.num_workers >= 1 and loader.persistent_workers and loader.drop_last
+    assert isinstance(loader.sampler, torch.utils.data.RandomSampler) and not loader.pin_memory
+    dataset = loader.dataset
+    assert isinstance(dataset, PilDataset)
+    assert [type(t) for t in dataset.transform.transforms] == [
+        T.Resize, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
+    made = []
+    fromarray = Image.fromarray
+    monkeypatch.setattr(Image, "fromarray", lambda a: made.append(fromarray(a)) or made[-1])
+    x, y = dataset[3]
+    assert [type(m) for m in made] == [Image.Image]  # the item went through a PIL image
+    expected = (torch.from_numpy(split.images[3]).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+    assert torch.equal(x, expected) or torch.equal(x, expected.flip(-1))
+    assert y == int(split.labels[3])
+
+
+def test_cnnvit_side_matches_the_reference_transform():
+    """Same resize target, flip and normalisation: each cnnvit image is the reference's image
+    of the same source, flipped or not."""
+    split = source_split(8, 16)
+    pipe = cnnvit_pipeline(split, 8, torch.device("cpu"), channels_last=True)
+    gen = torch.Generator().manual_seed(0)
+    batch = pipe.prepare(pipe.images[:16], gen)
+    flipped = 0
+    for i in range(16):
+        expected = (torch.from_numpy(split.images[i]).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+        same, mirrored = (torch.allclose(batch[i], e, atol=1e-6)
+                          for e in (expected, expected.flip(-1)))
+        assert same or mirrored
+        flipped += mirrored and not same
+    assert 0 < flipped < 16  # a random flip, not all or none

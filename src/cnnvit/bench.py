@@ -59,15 +59,16 @@ def matmul_peak(device: torch.device, reps: int = 10, dtype: torch.dtype | None 
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(reps + 2):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -87,10 +88,10 @@ def _time_pair(fn_a, fn_b, steps: int, device: torch.device) -> tuple[float, flo
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(steps):
         for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             out.append(time.perf_counter() - t0)
     return float(np.median(times[0])), float(np.median(times[1]))
 
@@ -180,22 +181,45 @@ def markdown_table(results: list[BenchResult]) -> str:
     return "\n".join([head, *rows])
 
 
-def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
-              out: str | None = None, threads: int = 0, amp: str = "auto") -> list[BenchResult]:
-    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`; `amp`
-    as in training (the peak is measured in the precision the models train in)."""
+def start_bench(models: str | None, device: str, steps: int, threads: int, amp: str,
+                default_cases: tuple[str, ...]) -> tuple[torch.device, list[str], float]:
+    """Check the arguments, set the threads, measure the matmul peak of the training precision
+    and print the header line: (device, cases, peak FLOP/s)."""
     if steps < 1:
         raise CnnvitError("--steps must be at least 1")
     configure(threads, deterministic=False)
     dev = resolve_device(device)
-    cases = [c.strip() for c in models.split(",")] if models is not None else list(DEFAULT_CASES)
+    cases = [c.strip() for c in models.split(",")] if models is not None else list(default_cases)
     for case in cases:
         parse_case(case)  # every spec is checked before anything is measured
-    peak_dtype = amp_dtype(amp, dev)
-    peak = matmul_peak(dev, dtype=peak_dtype)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
-    print(f"device {dev} ({name or platform.machine()}), torch {torch.__version__}, "
+    peak = matmul_peak(dev, dtype=amp_dtype(amp, dev))
+    print(f"device {dev} ({device_name(dev)}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
+    return dev, cases, peak
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's (its architecture where the processor has no name)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def write_json(out: str | None, device: torch.device, peak: float, results: list) -> None:
+    """The results (dataclasses) as JSON in `out`, with the device, torch, threads and peak."""
+    if out:
+        payload = {"device": str(device), "device_name": device_name(device),
+                   "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "peak_flop_per_s": peak, "results": [asdict(r) for r in results]}
+        atomic_write_text(Path(out), json.dumps(payload, indent=2))
+
+
+def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
+              out: str | None = None, threads: int = 0, amp: str = "auto") -> list[BenchResult]:
+    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`; `amp`
+    as in training (the peak is measured in the precision the models train in)."""
+    dev, cases, peak = start_bench(models, device, steps, threads, amp, DEFAULT_CASES)
+    peak_dtype = amp_dtype(amp, dev)
     results = []
     for case in cases:
         results.append(bench_case(case, dev, steps, peak, amp))
@@ -209,9 +233,5 @@ def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
         r.peak_gflop_per_s = round(peak / 1e9, 1)
         r.share_of_peak = round(r.achieved_gflop_per_s * 1e9 / peak, 3)
     print(markdown_table(results))
-    if out:
-        payload = {"device": str(dev), "device_name": name, "torch": torch.__version__,
-                   "threads": torch.get_num_threads(), "peak_flop_per_s": peak,
-                   "results": [asdict(r) for r in results]}
-        atomic_write_text(Path(out), json.dumps(payload, indent=2))
+    write_json(out, dev, peak, results)
     return results

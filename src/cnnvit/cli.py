@@ -48,9 +48,9 @@ CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
                                       "checkpoint (transfer learning offline)"}),
     "--max-minutes": ("max_minutes", {"type": float, "help": "time budget for training"}),
     "--patience": ("patience", {"type": int, "help": "early stopping patience (epochs)"}),
-    "--amp": ("amp", {"help": "auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA, "
-                              "fp32 on the CPU; bf16 also runs on the CPU (bfloat16 autocast); "
-                              "fp16 needs CUDA"}),
+    "--amp": ("amp", {"help": "auto | bf16 | fp16 | off. auto: bf16 (else fp16) on CUDA; on a "
+                              "CPU with native bf16 (AMX), bf16 for models of ≥ 100 MFLOP per "
+                              "image, else fp32; fp16 needs CUDA"}),
     "--selection-metric": ("selection_metric", {"help": "f1_macro | auc_macro | accuracy | "
                                                         "loss"}),
     "--threads": ("threads", {"type": int, "help": "CPU threads for torch (0 = default)"}),
@@ -177,9 +177,11 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnvit.bench import run_bench
+    from cnnvit.bench_reference import run_reference_bench
 
-    run_bench(models=args.models, device=args.device, steps=args.steps, out=args.output,
-              threads=args.threads, amp=args.amp)
+    run = run_reference_bench if args.reference else run_bench
+    run(models=args.models, device=args.device, steps=args.steps, out=args.output,
+        threads=args.threads, amp=args.amp)
     return 0
 
 
@@ -228,9 +230,26 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from cnnvit.compare import compare
+    from cnnvit.compare.sweep import is_sweep
 
-    for name, path in compare(args.run_dir, mode=args.mode).items():
+    if is_sweep(args.run_dir):  # a sweep directory: mean ± std over seeds, and its figure
+        from cnnvit.sweep import summarize
+
+        written = summarize(Path(args.run_dir))
+    else:
+        written = compare(args.run_dir, mode=args.mode)
+    for name, path in written.items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from cnnvit.sweep import sweep
+
+    resources = {"partition": args.partition, "time": args.time, "gpus": args.gpus,
+                 "mem": args.mem, "cpus": args.cpus}
+    sweep(args.grid, args.out, dry_run=args.dry_run, parallel=args.jobs,
+          executor=args.executor, resources=resources, explain=not args.no_explain)
     return 0
 
 
@@ -291,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "full traceback (else it is saved to a file, named on stderr)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
-                _report_parser, _evaluate_parser, _data_parser, _bench_parser):
+                _report_parser, _evaluate_parser, _data_parser, _bench_parser, _sweep_parser):
         add(sub)
     return parser
 
@@ -361,9 +380,36 @@ def _explain_parser(sub: Any) -> None:
     p.add_argument("--device", default=None)
 
 
+def _sweep_parser(sub: Any) -> None:
+    p = _command(sub, "sweep", _cmd_sweep, "many `cnnvit run` studies from one grid file", [
+        "cnnvit sweep configs/sweep-medmnist-sizes.yaml --dry-run",
+        "cnnvit sweep configs/sweep-medmnist-sizes.yaml --out sweeps/blood --jobs 2",
+        "cnnvit sweep grid.yaml --executor slurm --partition gpu --time 120 --gpus 1",
+        "cnnvit compare sweeps/blood   # mean ± std over seeds, accuracy against FLOPs",
+    ], "Run datasets × image sizes × seeds (× every `set:` key given as a list) as independent\n"
+       "`cnnvit run` directories SWEEP_DIR/<dataset>/<size>px[/<variant>]/seed_<n>/, each\n"
+       "training the grid's models. Re-running skips done jobs and resumes interrupted ones.\n"
+       "docs/distributed.md describes the grid file.")
+    p.add_argument("grid", help="grid YAML file (see configs/sweep-medmnist-sizes.yaml)")
+    p.add_argument("--out", default=None, help="sweep directory (default sweeps/<grid name>)")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and their status "
+                   "(done / partial / new), run nothing")
+    p.add_argument("--jobs", type=int, default=1, help="jobs at once (local: subprocesses "
+                   "sharing the CPU threads; slurm: the array's parallelism)")
+    p.add_argument("--executor", default="local", choices=("local", "slurm"))
+    p.add_argument("--no-explain", action="store_true", help="skip every job's explain stage")
+    for flag, kind, text in (("--partition", str, "Slurm partition"),
+                             ("--time", int, "minutes per job"),
+                             ("--gpus", int, "GPUs per job"), ("--mem", int, "GB per job"),
+                             ("--cpus", int, "CPUs per job (also its --threads)")):
+        p.add_argument(flag, type=kind, default=None, help=f"{text} (overrides the grid's "
+                       "slurm: section)")
+
+
 def _compare_parser(sub: Any) -> None:
-    p = _command(sub, "compare", _cmd_compare, "comparison tables and summary of a run directory",
-                 ["cnnvit compare runs/quick"])
+    p = _command(sub, "compare", _cmd_compare, "comparison tables and summary of a run directory"
+                 " (or of a sweep directory: mean ± std over seeds)",
+                 ["cnnvit compare runs/quick", "cnnvit compare sweeps/blood"])
     p.add_argument("run_dir")
     p.add_argument("--mode", default=None, choices=MODES)
 
@@ -436,11 +482,16 @@ def _data_parser(sub: Any) -> None:
 
 def _bench_parser(sub: Any) -> None:
     p = _command(sub, "bench", _cmd_bench, "training throughput against the machine's peak",
-                 ["cnnvit bench --device cpu --output bench.json"])
+                 ["cnnvit bench --device cpu --output bench.json",
+                  "cnnvit bench --device cpu --reference   # against a DataLoader of PIL images"])
     p.add_argument("--models", default=None, help="comma list of name@size (default: the four "
-                   "standard cases)")
+                   "standard cases; with --reference resnet18-small@28, resnet18@224, "
+                   "vit_base_patch16_224@224)")
+    p.add_argument("--reference", action="store_true", help="time cnnvit's pipeline against "
+                   "torchvision transforms on PIL images in a DataLoader, side by side")
     p.add_argument("--device", default="auto")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per case")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case (with "
+                   "--reference: batches per timed block)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"),
                    help="precision, as in training (auto: fp32 on the CPU, bf16 on CUDA)")
@@ -486,6 +537,8 @@ def _output_dir(args: argparse.Namespace) -> Path | None:
 
     if args.command == "run" and args.out:
         return RunDir.for_mode(args.out, "reduced" if args.reduced else "full").root
+    if args.command == "sweep" and args.out:
+        return Path(args.out)
     for name in ("run_dir", "model_dir", "cfg_out"):
         value = getattr(args, name, None)
         if value:

@@ -51,9 +51,10 @@ class Preset:
 
 
 def available() -> list[str]:
-    """Names of the presets shipped with cnnvit."""
+    """Names of the presets shipped with cnnvit (`sweep-*.yaml` there are sweep grids)."""
     files = resources.files("cnnvit").joinpath("configs")
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in files.iterdir()
+                  if p.name.endswith(".yaml") and not p.name.startswith("sweep-"))
 
 
 def description(name_or_path: str) -> str:

@@ -32,6 +32,7 @@ RUN_FILES = {
                      "config, stage timings, mode",
     "logs/run_*.log": "the lines `cnnvit run` printed, one file per invocation",
     "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
+    "logs/sweep_job.log": "what `cnnvit sweep` ran for this job, and its output",
     ARTIFACTS_FILE: "this index",
     "results/final_comparison.csv": "every metric, val and test, with parameters, FLOPs, time, "
                                     "throughput and memory: one row per model × seed × split",
