@@ -24,6 +24,7 @@ from cnnvit import models
 from cnnvit.config import Config
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
+from cnnvit.document import Table
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.engine.runtime import amp_dtype, autocast, configure, resolve_device
 from cnnvit.engine.train import train_step
@@ -170,15 +171,15 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float,
 
 def markdown_table(results: list[BenchResult]) -> str:
     """The results as a Markdown table (the form docs/performance.md records)."""
-    head = ("| case | device | precision | batch | train img/s | model-only img/s | "
-            "full/model-only | outside-model share | GFLOP/img (fwd+bwd) | achieved GFLOP/s | "
-            "peak GFLOP/s | share of peak |\n|---|---|---|" + "---:|" * 9)
-    rows = [f"| {r.case} | {r.device} | {r.precision} | {r.batch_size} | "
-            f"{r.full_images_per_s} | {r.model_only_images_per_s} | {r.full_over_model_only:.1%} | "
-            f"{r.outside_model_share:.1%} | {r.train_gflop_per_image} | "
-            f"{r.achieved_gflop_per_s} | {r.peak_gflop_per_s} | {r.share_of_peak:.1%} |"
+    header = ["case", "device", "precision", "batch", "train img/s", "model-only img/s",
+              "full/model-only", "outside-model share", "GFLOP/img (fwd+bwd)",
+              "achieved GFLOP/s", "peak GFLOP/s", "share of peak"]
+    rows = [[r.case, r.device, r.precision, str(r.batch_size), str(r.full_images_per_s),
+             str(r.model_only_images_per_s), f"{r.full_over_model_only:.1%}",
+             f"{r.outside_model_share:.1%}", str(r.train_gflop_per_image),
+             str(r.achieved_gflop_per_s), str(r.peak_gflop_per_s), f"{r.share_of_peak:.1%}"]
             for r in results]
-    return "\n".join([head, *rows])
+    return "\n".join(Table(header, rows, text_columns=3).lines())
 
 
 def start_bench(models: str | None, device: str, steps: int, threads: int, amp: str,

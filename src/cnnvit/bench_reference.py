@@ -35,6 +35,7 @@ from cnnvit.bench import matmul_peak, parse_case, start_bench, sync, write_json
 from cnnvit.config import Config
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
+from cnnvit.document import Table
 from cnnvit.engine.flops import flops_per_image
 from cnnvit.engine.optim import build_optimizer
 from cnnvit.engine.runtime import amp_dtype
@@ -227,14 +228,14 @@ def with_peak(r: ReferenceResult, peak: float) -> None:
 
 def reference_table(results: list[ReferenceResult]) -> str:
     """The results as a Markdown table."""
-    head = ("| case | device | precision | batch | reference img/s | cnnvit img/s | "
-            "cnnvit / reference | reference share of peak | cnnvit share of peak | "
-            "reference peak memory MiB | cnnvit peak memory MiB |\n|---|---|---|" + "---:|" * 8)
-    rows = [f"| {r.case} | {r.device} | {r.precision} | {r.batch_size} | "
-            f"{r.reference_images_per_s} | {r.cnnvit_images_per_s} | {r.ratio:.2f} | "
-            f"{r.reference_share_of_peak:.1%} | {r.cnnvit_share_of_peak:.1%} | "
-            f"{r.reference_peak_memory_mb} | {r.cnnvit_peak_memory_mb} |" for r in results]
-    return "\n".join([head, *rows])
+    header = ["case", "device", "precision", "batch", "reference img/s", "cnnvit img/s",
+              "cnnvit / reference", "reference share of peak", "cnnvit share of peak",
+              "reference peak memory MiB", "cnnvit peak memory MiB"]
+    rows = [[r.case, r.device, r.precision, str(r.batch_size), str(r.reference_images_per_s),
+             str(r.cnnvit_images_per_s), f"{r.ratio:.2f}", f"{r.reference_share_of_peak:.1%}",
+             f"{r.cnnvit_share_of_peak:.1%}", str(r.reference_peak_memory_mb),
+             str(r.cnnvit_peak_memory_mb)] for r in results]
+    return "\n".join(Table(header, rows, text_columns=3).lines())
 
 
 def run_reference_bench(models: str | None = None, device: str = "auto", steps: int = 5,
