@@ -549,8 +549,9 @@ def _output_dir(args: argparse.Namespace) -> Path | None:
 def _save_traceback(text: str, folder: Path | None) -> Path | None:
     """Write `text` to `folder/logs/crash-<time>.log` (when `folder` exists), else under
     ~/.cache/cnnvit/ or the temporary directory; the file written, None if none could be."""
-    cache = Path(os.environ.get("CNNVIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or
-                                                         Path.home() / ".cache") / "cnnvit")
+    from cnnvit.io import cache_dir
+
+    cache = cache_dir()
     name = f"crash-{datetime.now():%Y%m%d_%H%M%S}-{os.getpid()}.log"
     candidates = [folder / "logs"] if folder is not None and folder.is_dir() else []
     for dest in [*candidates, cache, Path(tempfile.gettempdir())]:

@@ -36,6 +36,14 @@ def _write_error(path: Path, exc: OSError) -> CnnvitError:
     return CnnvitError(f"cannot write {path}: {os_reason(exc)}; {kept}")
 
 
+def cache_dir() -> Path:
+    """cnnvit's cache: $CNNVIT_CACHE, else $XDG_CACHE_HOME/cnnvit, else ~/.cache/cnnvit."""
+    if os.environ.get("CNNVIT_CACHE"):
+        return Path(os.environ["CNNVIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "cnnvit"
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], object],
                  binary: bool = False) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.

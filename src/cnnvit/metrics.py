@@ -283,3 +283,12 @@ def chance_test(accuracy: float, n: int, supports: Sequence[int]) -> tuple[float
     rate = max(supports) / sum(supports)
     correct = min(n, max(0, round(accuracy * n)))
     return rate, float(binomtest(correct, n, rate, alternative="greater").pvalue)
+
+
+def chance_of(m: dict[str, Any]) -> tuple[float, float] | None:
+    """`chance_test` of a metrics dict (`accuracy`, `n`, `per_class` supports, as
+    `compute` writes them); None when it lacks the counts."""
+    supports = [e.get("support") or 0 for e in m.get("per_class") or []]
+    if not m.get("n") or m.get("accuracy") is None or not any(supports):
+        return None
+    return chance_test(float(m["accuracy"]), int(m["n"]), supports)

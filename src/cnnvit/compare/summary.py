@@ -4,6 +4,7 @@ every verdict ("more accurate", "better calibrated") from statistics.json."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
@@ -195,14 +196,13 @@ def faithfulness_table(df: pd.DataFrame) -> Table | None:
     return Table(header, rows, 2)
 
 
-def faithfulness_items(df: pd.DataFrame, failed_sanity: frozenset[str] = frozenset()
-                       ) -> list[str]:
+def faithfulness_items(df: pd.DataFrame, failing: Collection[str] = ()) -> list[str]:
     """Which model's explanations are more faithful, by deletion (↓) and insertion (↑) areas.
 
     Areas depend on the model (a confident model keeps a high probability longer), so each
     model's maps are judged against a random map on the same model: the gain is
     (random deletion − deletion) + (insertion − random insertion). Without random rows the raw
-    areas decide. Models in `failed_sanity` (maps that fail the randomisation check) are not
+    areas decide. Models in `failing` (maps that fail the randomisation check) are not
     ranked: a map that does not depend on the weights cannot be the more faithful one.
     """
     missing = [c for c in FAITHFULNESS_COLUMNS if c not in df.columns]
@@ -221,12 +221,12 @@ def faithfulness_items(df: pd.DataFrame, failed_sanity: frozenset[str] = frozens
             order = (real["insertion_auc"] - real["deletion_auc"]).sort_values(
                 ascending=False, kind="stable")
             basis = "insertion AUC − deletion AUC (no random baseline in the file)"
-        ranked = order[~order.index.isin(failed_sanity)]
+        ranked = order[~order.index.isin(failing)]
         if len(ranked) > 1 and ranked.iloc[0] != ranked.iloc[1]:
             items.append(f"**{ranked.index[0]}** has the more faithful explanation by "
                          f"{basis}: {fmt.metric(ranked.iloc[0])} vs "
                          f"{fmt.metric(ranked.iloc[1])} for {ranked.index[1]}.")
-        for m in order.index[order.index.isin(failed_sanity)]:
+        for m in order.index[order.index.isin(failing)]:
             items.append(f"{m}'s {real.at[m, 'method']} maps are not ranked: they fail "
                          "the randomisation check below.")
     if rnd is not None:
@@ -237,12 +237,13 @@ def faithfulness_items(df: pd.DataFrame, failed_sanity: frozenset[str] = frozens
     return items
 
 
-def _failed_sanity(df: pd.DataFrame | None) -> frozenset[str]:
-    """The models whose maps fail the randomisation check (sanity.csv's `flag`)."""
+def failed_sanity(df: pd.DataFrame | None) -> tuple[str, ...]:
+    """The models whose maps fail the randomisation check (sanity.csv's `flag`), in file
+    order."""
     if df is None or not {"model", "flag"} <= set(df.columns):
-        return frozenset()
-    return frozenset(str(m) for m, flag in zip(df["model"], df["flag"], strict=True)
-                     if str(flag).lower() == "true")
+        return ()
+    return tuple(dict.fromkeys(str(m) for m, flag in zip(df["model"], df["flag"], strict=True)
+                               if str(flag).lower() == "true"))
 
 
 def sanity_items(df: pd.DataFrame) -> list[str]:
@@ -360,7 +361,7 @@ def faithfulness_section(faithfulness: pd.DataFrame, sanity: pd.DataFrame | None
     table = faithfulness_table(faithfulness)
     return Section("Explanation faithfulness", [
         *([table] if table is not None else []),
-        Bullets(faithfulness_items(faithfulness, _failed_sanity(sanity))
+        Bullets(faithfulness_items(faithfulness, failed_sanity(sanity))
                 + (sanity_items(sanity) if sanity is not None else []))])
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from cnnvit.compare.collect import SPLITS, ModelRun
-from cnnvit.metrics import chance_test
+from cnnvit.metrics import chance_of
 
 CORE_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro",
                 "precision_micro", "recall_micro", "f1_micro", "auc_macro", "auc_micro", "loss",
@@ -61,11 +61,8 @@ def final_comparison(runs: list[ModelRun], mode: str, metrics: list[str]) -> pd.
 def _chance(m: dict[str, Any]) -> dict[str, float | None]:
     """The majority-class rate of the split and the binomial p of beating it (None when the
     metrics file lacks the counts)."""
-    supports = [e.get("support") or 0 for e in m.get("per_class") or []]
-    if not m.get("n") or m.get("accuracy") is None or not any(supports):
-        return {"chance_rate": None, "chance_p": None}
-    rate, p = chance_test(float(m["accuracy"]), int(m["n"]), supports)
-    return {"chance_rate": rate, "chance_p": p}
+    tested = chance_of(m)
+    return dict(zip(("chance_rate", "chance_p"), tested or (None, None), strict=True))
 
 
 def per_class(runs: list[ModelRun]) -> pd.DataFrame:

@@ -6,16 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    """cnnvit's cache: $CNNVIT_CACHE, else $XDG_CACHE_HOME/cnnvit, else ~/.cache/cnnvit."""
-    if os.environ.get("CNNVIT_CACHE"):
-        return Path(os.environ["CNNVIT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "cnnvit"
+from cnnvit.io import cache_dir
 
 
 def md5(path: Path) -> str:

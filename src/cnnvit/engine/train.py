@@ -588,10 +588,10 @@ def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
 
 def _warn_if_not_learned(run: Run, val: dict[str, Any]) -> None:
     """A loud line when the validation accuracy is not above the majority-class rate."""
-    supports = [c["support"] for c in val.get("per_class") or []]
-    if not supports or not val.get("n"):
+    tested = metrics.chance_of(val)
+    if tested is None:
         return
-    rate, p = metrics.chance_test(val["accuracy"], val["n"], supports)
+    rate, p = tested
     if p >= metrics.CHANCE_ALPHA:
         run.log.warning(f"⚠ {run.cfg.model} did not learn: validation accuracy "
                         f"{val['accuracy']:.4f} is not above the majority-class rate {rate:.4f} "

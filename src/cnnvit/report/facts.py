@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cnnvit.compare import collect
-from cnnvit.compare.summary import model_stats, not_learned
+from cnnvit.compare.summary import failed_sanity, model_stats, not_learned
 from cnnvit.compare.verdicts import Verdicts
 from cnnvit.errors import CnnvitError
 from cnnvit.io import read_json
@@ -30,30 +31,30 @@ class Facts:
     faithfulness: pd.DataFrame | None
     sanity: pd.DataFrame | None
 
-    @property
+    @cached_property
     def test(self) -> pd.DataFrame:
         return self.final[self.final["split"] == "test"]
 
-    @property
+    @cached_property
     def stats(self) -> pd.DataFrame:
         """Per model: test metrics and costs (mean over seeds), `<col>_std`, `n_seeds`."""
         return model_stats(self.test)
 
-    @property
+    @cached_property
     def not_learned(self) -> dict[str, str]:
         """The models whose validation accuracy is not above chance → the sentence saying so."""
         return not_learned(self.final)
 
-    @property
+    @cached_property
     def learners(self) -> pd.DataFrame:
         """`stats` of the models that are ranked: those that learned."""
         return self.stats.drop(index=list(self.not_learned))
 
-    @property
+    @cached_property
     def verdicts(self) -> Verdicts:
         return Verdicts(self.statistics)
 
-    @property
+    @cached_property
     def families(self) -> pd.Series:
         return self.test.groupby("model", sort=False)["family"].first()
 
@@ -61,12 +62,9 @@ class Facts:
     def synthetic(self) -> bool:
         return bool(self.final["synthetic"].any())
 
-    def failed_sanity(self) -> list[str]:
+    def failed_sanity(self) -> tuple[str, ...]:
         """The models whose maps fail the model-randomisation check."""
-        if self.sanity is None or not {"model", "flag"} <= set(self.sanity.columns):
-            return []
-        return [str(m) for m, f in zip(self.sanity["model"], self.sanity["flag"], strict=True)
-                if str(f).lower() == "true"]
+        return failed_sanity(self.sanity)
 
     def figure(self, name: str) -> Path | None:
         """`figures/<name>.png` if the figures stage drew it."""
