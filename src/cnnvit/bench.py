@@ -152,7 +152,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float,
         except StopIteration:
             batches = iter(pipe.batches(bs, gen, drop_last=True))
             x, y = next(batches)
-        logits, loss = train_step(model, x, y, optimizer, criterion, scaler, dtype)
+        logits, loss, _ = train_step(model, x, y, optimizer, criterion, scaler, dtype)
         _ = (loss * len(y), (logits.argmax(1) == y).sum())  # the loop's accounting
 
     t_model, t_full = _time_pair(model_only, full_step, steps, device)

@@ -37,9 +37,10 @@ from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
 from cnnvit.document import Table
 from cnnvit.engine.flops import flops_per_image
+from cnnvit.engine.memory import MemoryPeak
 from cnnvit.engine.optim import build_optimizer
 from cnnvit.engine.runtime import amp_dtype
-from cnnvit.engine.train import MemoryPeak, train_step
+from cnnvit.engine.train import train_step
 
 REFERENCE_CASES = ("resnet18-small@28", "resnet18@224", "vit_base_patch16_224@224")
 MEAN, STD = [0.5] * 3, [0.25] * 3
@@ -141,7 +142,8 @@ class _Side:
         t0 = time.perf_counter()
         for x, y in self.make_batches():
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits, loss = train_step(self.model, x, y, self.optimizer, criterion, scaler, dtype)
+            logits, loss, _ = train_step(self.model, x, y, self.optimizer, criterion, scaler,
+                                         dtype)
             _ = (loss * len(y), (logits.argmax(1) == y).sum())
             if after_step is not None:
                 after_step()

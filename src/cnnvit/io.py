@@ -155,3 +155,12 @@ def open_log(path: Path, *, console: bool = True, timestamps: bool = False) -> l
         stream.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(stream)
     return log
+
+
+def silent_log(name: str) -> logging.Logger:
+    """A logger that writes nothing (the log of a process that is not the one writing, e.g. a
+    torchrun rank other than 0)."""
+    log = logging.getLogger(f"cnnvit.silent.{name}")
+    log.handlers[:] = [logging.NullHandler()]
+    log.propagate = False
+    return log

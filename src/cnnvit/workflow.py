@@ -6,6 +6,9 @@ then `DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and durati
 and stage timings. Re-running the same command continues: finished models are kept (unless
 `force`), interrupted ones resume from their last checkpoint. SIGINT and SIGTERM (Slurm's
 time limit) stop the run with a line in the log and the stopped stage in the manifest.
+
+Under torchrun every process trains each model together (DistributedDataParallel); rank 0
+alone writes the log and the manifest, and runs the stages after training on its own.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ import torch
 
 from cnnvit import __version__, data, fmt
 from cnnvit.config import Config
+from cnnvit.engine import distributed
 from cnnvit.engine.evaluate import evaluate_dir
 from cnnvit.engine.runtime import resolve_device
 from cnnvit.engine.setup import load_config, load_data
 from cnnvit.engine.train import fit, remaining_phases, unfinished_files
 from cnnvit.errors import CnnvitError, Interrupted, handling_signals, raise_interrupted
-from cnnvit.io import atomic_write_text, make_dir, open_log, read_json
+from cnnvit.io import atomic_write_text, make_dir, open_log, read_json, silent_log
 from cnnvit.presets import ModelPlan, Preset
 from cnnvit.rundir import TRAINING_TIME, ModelDir, RunDir
 
@@ -108,9 +112,11 @@ class Study:
         self.explain = explain
         self.explain_options = explain_options or {}
         self.quiet = quiet
+        self.world = distributed.world_from_env()
         make_dir(self.root)
         started = datetime.now()
-        self.log = open_log(self.run_dir.log_file(started))
+        self.log = (open_log(self.run_dir.log_file(started)) if self.world.is_main else
+                    silent_log(f"run.rank{self.world.rank}"))
         try:
             old = self.run_dir.read_manifest()
         except CnnvitError:  # a damaged manifest is rewritten below
@@ -124,7 +130,8 @@ class Study:
         self._datasets: dict[tuple, data.Dataset] = {}
 
     def _write_manifest(self) -> None:
-        self.run_dir.write_manifest(self.manifest)
+        if self.world.is_main:
+            self.run_dir.write_manifest(self.manifest)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -165,10 +172,13 @@ class Study:
         return self._datasets[key]
 
     def stage_data(self) -> None:
+        device = resolve_device(self.config_for(*self.model_dirs()[0]).device)
+        world = distributed.join(device)  # under torchrun: before any data is loaded
         infos = {}
         for plan, seed, model_dir in self.model_dirs():
             cfg = self.config_for(plan, seed, model_dir)
-            ds = self._dataset(cfg)
+            with world.main_first():  # a download or a cache write happens once
+                ds = self._dataset(cfg)
             key = f"{ds.info.spec} ({ds.info.image_size}px)"
             if key not in infos:
                 infos[key] = {"spec": ds.info.spec, "name": ds.info.name,
@@ -180,8 +190,9 @@ class Study:
                 for line in data.describe(ds).splitlines():
                     self.log.info(f"  {line}")
         self.manifest["data"] = infos
-        self.manifest.update(_device_facts(resolve_device(
-            self.config_for(*self.model_dirs()[0]).device)))
+        self.manifest.update(_device_facts(device))
+        self.manifest["world_size"] = world.size
+        self.manifest["distributed_backend"] = distributed.backend()
 
     def stage_train(self) -> None:
         self.log.info(f"  training time: {TRAINING_TIME}")
@@ -189,8 +200,9 @@ class Study:
             cfg = self.config_for(plan, seed, model_dir)
             extension = cfg.replace(**plan.extend) if plan.extend else None
             label = f"{plan.name}" + (f" seed {seed}" if len(self.preset.seeds) > 1 else "")
-            if self.force and model_dir.path.exists():
+            if self.force and model_dir.path.exists() and self.world.is_main:
                 shutil.rmtree(model_dir.path)
+            self.world.barrier()  # no rank looks at the directory before it is removed
             phases = remaining_phases(cfg, resume=True, extension=extension)
             if not phases:
                 self.log.info(f"  {label}: already trained ({model_dir.path}); --force retrains")
@@ -288,11 +300,15 @@ class Study:
                   "evaluate": self.stage_evaluate, "explain": self.stage_explain,
                   "compare": self.stage_compare, "figures": self.stage_figures,
                   "report": self.stage_report}
+        if not self.world.is_main:  # the other ranks of a torchrun job help train, nothing else
+            stages = {name: stages[name] for name in ("data", "train")}
         with handling_signals(raise_interrupted):
             for name, run_stage in stages.items():
                 if name != "explain" or self.explain:
                     with self.stage(name):
                         run_stage()
+        if not self.world.is_main:
+            return self.root
         self.log.info(f"  artifact index: {self.run_dir.write_artifact_index()}")
         total = time.perf_counter() - t0
         self.manifest["finished"] = datetime.now().isoformat(timespec="seconds")

@@ -178,18 +178,29 @@ class BatchPipeline:
         return y
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                drop_last: bool = False, *, shard: tuple[int, int] = (0, 1),
+                augment_generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield batches; with a generator the order is a seeded permutation and the batch is
-        augmented, without one the split is read in order with no augmentation."""
+        augmented, without one the split is read in order with no augmentation.
+
+        `shard` (rank, world size) splits the work among processes: with a generator, each
+        batch of `batch_size` (the global batch) is drawn from the same permutation on every
+        rank, which keeps its `rank`-th equal part; without one, the rank reads its contiguous
+        part of the split (every image once over all ranks) in batches of `batch_size`.
+        `augment_generator` draws the augmentation instead of `generator` (each rank its own).
+        """
+        rank, world = shard
         n = len(self)
-        if generator is not None:
-            order = torch.randperm(n, generator=generator, device=generator.device)
-            order = order.to(self.device)
-        else:
-            order = None
+        if generator is None:
+            lo, hi = n * rank // world, n * (rank + 1) // world
+            for start in range(lo, hi, batch_size):
+                sl = slice(start, min(start + batch_size, hi))
+                yield self.prepare(self.images[sl]), self.labels[sl]
+            return
+        order = torch.randperm(n, generator=generator, device=generator.device).to(self.device)
         for b in range(self.num_batches(batch_size, drop_last)):
-            sl = slice(b * batch_size, min((b + 1) * batch_size, n))
-            idx = order[sl] if order is not None else None
-            x = self.images[idx] if idx is not None else self.images[sl]
-            y = self.labels[idx] if idx is not None else self.labels[sl]
-            yield self.prepare(x, generator), y
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            if world > 1:
+                idx = idx.tensor_split(world)[rank]
+            yield self.prepare(self.images[idx], augment_generator or generator), self.labels[idx]

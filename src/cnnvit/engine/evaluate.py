@@ -14,6 +14,7 @@ from cnnvit import metrics
 from cnnvit.checkpoint import load_checkpoint
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
+from cnnvit.engine.distributed import World
 from cnnvit.engine.runtime import amp_dtype, autocast
 from cnnvit.engine.setup import Setup, prepare
 from cnnvit.io import atomic_write_csv, atomic_write_json
@@ -22,21 +23,25 @@ from cnnvit.rundir import ModelDir
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, pipe: BatchPipeline, batch_size: int,
-            dtype: torch.dtype | None = None) -> tuple[np.ndarray, float]:
-    """Class probabilities (float64, N×K) of a whole split, and the images/s achieved."""
+            dtype: torch.dtype | None = None, world: World = World()
+            ) -> tuple[np.ndarray, float]:
+    """Class probabilities (float64, N×K) of a whole split, and the images/s achieved. With
+    several processes each predicts its part of the split (`BatchPipeline.batches`), and every
+    rank gets all N rows, in order: each sample exactly once."""
     was_training = model.training
     model.eval()
-    out = []
+    out: list[torch.Tensor] = []
     start = time.perf_counter()
-    for x, _ in pipe.batches(batch_size):
+    for x, _ in pipe.batches(batch_size, shard=(world.rank, world.size)):
         with autocast(pipe.device, dtype):
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1).double().cpu())
     if pipe.device.type == "cuda":
         torch.cuda.synchronize(pipe.device)
-    seconds = time.perf_counter() - start
+    seconds = max(world.gather(time.perf_counter() - start))
     model.train(was_training)
-    probs = torch.cat(out).numpy()
+    mine = torch.cat(out).numpy() if out else np.zeros((0, 0))
+    probs = np.concatenate([p for p in world.gather(mine) if len(p)])
     probs /= probs.sum(axis=1, keepdims=True)
     return probs, len(pipe) / max(seconds, 1e-9)
 
@@ -52,18 +57,22 @@ def predictions_frame(y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
 
 
 def evaluate_split(model: torch.nn.Module, setup: Setup, split: str, out: ModelDir,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate on one split and write metrics_<split>.json and predictions_<split>.csv."""
+                   extra: dict[str, Any] | None = None, world: World = World()
+                   ) -> dict[str, Any]:
+    """Evaluate on one split and write metrics_<split>.json and predictions_<split>.csv (rank
+    0 writes them when several processes evaluate, each its part of the split)."""
     cfg = setup.cfg
     pipe = setup.pipeline(split)
-    probs, img_s = predict(model, pipe, cfg.eval_batch_size, amp_dtype(cfg.amp, setup.device))
+    probs, img_s = predict(model, pipe, cfg.eval_batch_size, amp_dtype(cfg.amp, setup.device),
+                           world)
     y = setup.dataset[split].labels
     result = metrics.compute(y, probs, list(setup.info.class_names), task=setup.info.task)
     result.update({"split": split, "model": cfg.model, "dataset": cfg.dataset,
                    "synthetic": setup.info.synthetic, "eval_images_per_s": round(img_s, 1)})
     result.update(extra or {})
-    atomic_write_json(out.metrics(split), result)
-    atomic_write_csv(predictions_frame(y, probs), out.predictions(split))
+    if world.is_main:
+        atomic_write_json(out.metrics(split), result)
+        atomic_write_csv(predictions_frame(y, probs), out.predictions(split))
     return result
 
 

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnvit.engine.distributed import device_for, world_from_env
 from cnnvit.errors import CnnvitError, ConfigError
 
 
 def resolve_device(spec: str) -> torch.device:
-    """`auto` picks CUDA when available; `cuda`/`cuda:N` must exist; `cpu` always works."""
-    spec = spec.strip().lower()
+    """`auto` picks CUDA when available; `cuda`/`cuda:N` must exist; `cpu` always works. Under
+    torchrun, `auto` and `cuda` are the GPU of the process's LOCAL_RANK."""
+    spec = device_for(spec, world_from_env())
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
@@ -115,8 +117,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator for one epoch's permutation and augmentation on `device`."""
+def epoch_generator(seed: int, epoch: int, device: torch.device, rank: int = 0
+                    ) -> torch.Generator:
+    """The generator for one epoch's permutation and augmentation on `device`; rank r > 0 of
+    a distributed run gets its own stream (`rank_seed`) for its augmentation."""
     gen = torch.Generator(device=device)
-    gen.manual_seed(epoch_seed(seed, epoch))
+    gen.manual_seed(rank_seed(epoch_seed(seed, epoch), rank))
     return gen
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s own random draws (augmentation, dropout): `seed` itself on
+    rank 0, so one process draws what it always drew."""
+    return seed + rank * 1_000_000_007

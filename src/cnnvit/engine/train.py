@@ -11,6 +11,10 @@ the epoch in progress (its running totals and random state too), so running the 
 again ends exactly where an uninterrupted run would have. A non-finite loss stops training
 (`nan_policy: stop`, keeping the checkpoints written before it) or skips the batch
 (`nan_policy: skip-batch`).
+
+Under torchrun (`cnnvit.engine.distributed`) every process runs `fit` on its part of each
+global batch through DistributedDataParallel; the processes take every stop decision together
+at the periodic host check, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ import collections
 import itertools
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -37,14 +40,19 @@ from cnnvit.checkpoint import is_readable_checkpoint, load_checkpoint, save_chec
 from cnnvit.config import Config
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Dataset
+from cnnvit.engine.distributed import World, join
 from cnnvit.engine.evaluate import evaluate_split, predict
 from cnnvit.engine.flops import flops_per_image
+from cnnvit.engine.memory import MemoryPeak
 from cnnvit.engine.optim import build_optimizer, lr_at, set_lr
+from cnnvit.engine.progress import EpochState, Progress
 from cnnvit.engine.runtime import (
     autocast,
     configure,
     epoch_generator,
     epoch_seed,
+    rank_seed,
+    resolve_device,
     seed_everything,
     training_dtype,
 )
@@ -56,7 +64,7 @@ from cnnvit.errors import (
     raise_interrupted,
     signal_name,
 )
-from cnnvit.io import atomic_write_csv, check_creatable, open_log, read_json
+from cnnvit.io import atomic_write_csv, check_creatable, open_log, read_json, silent_log
 from cnnvit.rundir import ModelDir
 
 # Keys a resumed run may change; anything else must match the interrupted run.
@@ -64,61 +72,6 @@ RESUMABLE_KEYS = {"epochs", "lr", "patience", "max_minutes", "device", "out", "t
                   "eval_batch_size", "download", "data_root", "compile", "min_lr", "nan_policy"}
 LOWER_IS_BETTER = {"loss"}
 CHECK_EVERY = 8  # optimizer steps between host-side checks (memory, a non-finite loss)
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every last.pt, so a resumed run continues exactly."""
-
-    epoch: int = 0                 # epochs done
-    phase_start: int = 0           # first epoch of the current schedule (an extension restarts it)
-    best_score: float | None = None
-    best_epoch: int = 0
-    stale: int = 0                 # epochs since the selection metric last improved
-    train_seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class EpochState:
-    """An epoch in progress: its running totals, and the global random state once it is
-    interrupted. Saved in last.pt (as `partial`) when training stops mid-epoch."""
-
-    epoch: int                     # 0-based
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    bad_step: torch.Tensor         # first step whose loss was not finite (-1: none), read lazily
-    steps: int = 0                 # optimizer steps taken (skipped batches included)
-    seen: int = 0                  # images counted in the totals
-    skipped: int = 0               # batches skipped for a non-finite loss (nan_policy skip-batch)
-    lr: float = 0.0                # the lr of the epoch's first step
-    seconds: float = 0.0
-    rng: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @classmethod
-    def start(cls, epoch: int, device: torch.device) -> EpochState:
-        zero = torch.zeros((), device=device, dtype=torch.long)
-        return cls(epoch, zero.float(), zero.clone(), zero - 1)
-
-    @classmethod
-    def from_checkpoint(cls, saved: dict[str, Any], device: torch.device) -> EpochState:
-        tensors = {k: saved[k].to(device) for k in ("loss_sum", "correct", "bad_step")}
-        return cls(**{**saved, **tensors})
-
-    def to_checkpoint(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-
-    def save_rng(self, device: torch.device) -> None:
-        """Keep the global random state (dropout and the like) where the epoch stopped."""
-        self.rng = {"cpu": torch.get_rng_state()}
-        if device.type == "cuda":
-            self.rng["cuda"] = torch.cuda.get_rng_state(device)
-
-    def restore_rng(self, device: torch.device) -> None:
-        torch.set_rng_state(self.rng["cpu"])
-        if device.type == "cuda" and "cuda" in self.rng:
-            torch.cuda.set_rng_state(self.rng["cuda"], device)
 
 
 class StopRequest:
@@ -152,6 +105,7 @@ class Run:
     val: BatchPipeline
     stop: StopRequest
     skip_nonfinite: bool           # nan_policy skip-batch
+    world: World                   # this process among those of a torchrun job
 
 
 def unfinished_files(out: ModelDir) -> list[str]:
@@ -238,43 +192,66 @@ def _fit_phase(cfg: Config, quiet: bool, dataset: Dataset | None,
     state = load_checkpoint(out.checkpoint("last")) if out.checkpoint("last").is_file() else None
     if state is not None:
         _check_best_kept(out, state)
-    out.summary.unlink(missing_ok=True)  # present only once training has finished
     run = _open(cfg, out, state, quiet, dataset, stop)
+    if run.world.is_main:
+        out.summary.unlink(missing_ok=True)  # present only once training has finished
     for handler in also_log_to:
         run.log.addHandler(handler)
     progress = _restore(run, state) if state is not None else _start(run)
-    partial = (EpochState.from_checkpoint(state["partial"], run.setup.device)
+    partial = (EpochState.from_checkpoint(state["partial"], run.setup.device, run.world)
                if state is not None and state.get("partial") else None)
-    train_model: Callable[..., Any] = torch.compile(run.model) if cfg.compile else run.model
+    train_model = _training_module(run)
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     stop_reason = "finished"
     for epoch in range(progress.epoch, cfg.epochs):
         if progress.stale and cfg.patience and progress.stale >= cfg.patience:
             stop_reason = f"early stop: {progress.stale} epochs without improvement"
             break
-        if deadline is not None and time.monotonic() > deadline:
+        ending = _ending(run, deadline)
+        if ending == "signal":
+            _interrupted(run, progress, partial)
+        if ending == "budget":
             stop_reason = f"time budget of {cfg.max_minutes:g} min reached"
             break
-        if stop.signum is not None:
-            _interrupted(run, progress, partial)
-        done, ended = _train_epoch(run, train_model, epoch, progress.phase_start, deadline,
-                                   quiet, partial)
+        done, ending = _train_epoch(run, train_model, epoch, progress.phase_start, deadline,
+                                    quiet, partial)
         partial = None
-        if ended == "signal":
+        if ending == "signal":
             _interrupted(run, progress, done)
         val = _validate(run)
         score = _score(val, cfg.selection_metric)
-        improved = _record(progress, epoch, _epoch_totals(run, done), val, score,
-                           cfg.selection_metric)
+        improved = _record(progress, epoch, _epoch_totals(run, done.reduced(run.world)), val,
+                           score, cfg.selection_metric)
         _save_checkpoints(run, progress, improved, score)
         _log_epoch(run, progress.history[-1])
-        if ended == "budget":
+        if ending == "budget":
             stop_reason = f"time budget of {cfg.max_minutes:g} min reached mid-epoch"
             break
     _finish(run, progress, stop_reason)
+    run.world.barrier()  # every rank leaves with the model's files written
     if stop.signum is not None:  # it came while the best checkpoint was evaluated
         _stop(run, f"interrupted by {signal_name(stop.signum)} after training finished; the "
                    f"results in {out.path} are complete")
+
+
+def _training_module(run: Run) -> Callable[..., Any]:
+    """The module training steps call: the model, in DistributedDataParallel when several
+    processes train it (their gradients averaged at each step), compiled with `compile`."""
+    module: torch.nn.Module = run.model
+    if run.world.distributed:
+        device = run.setup.device
+        module = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(module) if run.cfg.compile else module
+
+
+def _ending(run: Run, deadline: float | None) -> str | None:
+    """Why training must end now: "signal" (SIGINT/SIGTERM), "budget" (--max-minutes) or
+    None. Several processes decide together, so that all stop after the same step."""
+    signal, budget = run.world.any([run.stop.signum is not None,
+                                    deadline is not None and time.monotonic() > deadline],
+                                   run.setup.device)
+    return "signal" if signal else "budget" if budget else None
 
 
 def _check_resume(cfg: Config, saved: dict[str, Any]) -> None:
@@ -298,14 +275,20 @@ def _check_best_kept(out: ModelDir, state: dict[str, Any]) -> None:
 
 def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
           dataset: Dataset | None, stop: StopRequest) -> Run:
-    """Seed, load the data, build the model and optimizer, write config.yaml."""
+    """Join the other processes (under torchrun), seed, load the data, build the model and
+    optimizer, write config.yaml."""
     configure(cfg.threads, cfg.deterministic)
     seed_everything(cfg.seed)
-    setup = prepare(cfg, dataset)
+    world = join(resolve_device(cfg.device))
+    _check_global_batch(cfg, world)
+    with world.main_first():  # a download or a cache write happens once
+        setup = prepare(cfg, dataset)
     memory = MemoryPeak(setup.device)
     # A resumed run loads its own weights from the checkpoint: no pretrained download needed.
-    model = setup.build_model(pretrained=False, weights=None) if state else setup.build_model()
-    log = open_log(out.log, console=not quiet, timestamps=True)  # now: bad input leaves no file
+    with world.main_first():
+        model = (setup.build_model(pretrained=False, weights=None) if state else
+                 setup.build_model())
+    log = _training_log(out, quiet, world)  # now: bad input leaves no file
     resolved = setup.resolved() | {
         "parameters": models.count_parameters(model), "family": models.family(model),
         "cnnvit_version": __version__, "torch_version": str(torch.__version__),
@@ -319,11 +302,28 @@ def _open(cfg: Config, out: ModelDir, state: dict[str, Any] | None, quiet: bool,
         why = state["resolved"]["train_precision"]["why"]
     resolved["train_precision"] = {"dtype": str(dtype or torch.float32).removeprefix("torch."),
                                    "why": why}
-    out.write_config(cfg, resolved)
+    resolved["world_size"] = world.size
+    if world.is_main:
+        out.write_config(cfg, resolved)
     return Run(cfg, out, setup, model, build_optimizer(model, cfg),
                torch.amp.GradScaler("cuda", enabled=dtype == torch.float16), dtype, log,
                resolved, memory, setup.pipeline("train", train=True), setup.pipeline("val"),
-               stop, getattr(cfg, "nan_policy", "stop") == "skip-batch")
+               stop, getattr(cfg, "nan_policy", "stop") == "skip-batch", world)
+
+
+def _check_global_batch(cfg: Config, world: World) -> None:
+    """`batch_size` is the global batch: every process takes an equal part of it."""
+    if cfg.batch_size % world.size:
+        raise CnnvitError(f"batch_size {cfg.batch_size} is the global batch, shared equally by "
+                          f"the {world.size} processes of this torchrun job: use a multiple of "
+                          f"{world.size} (--batch-size)")
+
+
+def _training_log(out: ModelDir, quiet: bool, world: World) -> logging.Logger:
+    """train.log (and stdout unless `quiet`) on rank 0; a log that writes nothing elsewhere."""
+    if world.is_main:
+        return open_log(out.log, console=not quiet, timestamps=True)
+    return silent_log(f"train.rank{world.rank}")
 
 
 def _start(run: Run) -> Progress:
@@ -361,15 +361,16 @@ def _restore(run: Run, state: dict[str, Any]) -> Progress:
 def train_step(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer, criterion: torch.nn.Module,
                scaler: torch.amp.GradScaler, dtype: torch.dtype | None,
-               grad_clip: float = 0.0, skip_nonfinite: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step (autocast, scaled backward, optional clipping); (logits, loss).
-    With `skip_nonfinite`, a batch whose loss is not finite takes no step."""
+               grad_clip: float = 0.0, skip_nonfinite: bool = False, world: World = World()
+               ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimisation step (autocast, scaled backward, optional clipping); (logits, loss,
+    whether a step was taken). With `skip_nonfinite`, a batch whose loss is not finite (on
+    any rank: they skip together) takes no step."""
     with autocast(x.device, dtype):
         logits = model(x)
         loss = criterion(logits.float(), y)
-    if skip_nonfinite and not bool(torch.isfinite(loss)):
-        return logits.detach(), loss.detach()
+    if skip_nonfinite and world.any([not bool(torch.isfinite(loss))], x.device)[0]:
+        return logits.detach(), loss.detach(), False
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip > 0:
@@ -378,7 +379,7 @@ def train_step(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Ten
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return logits.detach(), loss.detach()
+    return logits.detach(), loss.detach(), True
 
 
 def _criterion(cfg: Config) -> torch.nn.Module:
@@ -390,20 +391,25 @@ def _train_epoch(run: Run, train_model: Callable[..., Any], epoch: int, phase_st
                  ) -> tuple[EpochState, str | None]:
     """One pass over the training split, or the rest of an interrupted one: the epoch's state
     and why it ended early (None, "signal" or "budget")."""
-    cfg, device, pipe = run.cfg, run.setup.device, run.train
+    cfg, device, pipe, world = run.cfg, run.setup.device, run.train, run.world
     steps = pipe.num_batches(cfg.batch_size, drop_last=True)
     criterion = _criterion(cfg)
-    torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout etc. reproducible per epoch
-    batches = pipe.batches(cfg.batch_size, epoch_generator(cfg.seed, epoch, device),
-                           drop_last=True)
+    # dropout etc. reproducible per epoch (each rank its own draws)
+    torch.manual_seed(rank_seed(epoch_seed(cfg.seed, epoch), world.rank))
+    batches = pipe.batches(  # the same permutation on every rank, each its part of a batch
+        cfg.batch_size, epoch_generator(cfg.seed, epoch, device), drop_last=True,
+        shard=(world.rank, world.size),
+        augment_generator=epoch_generator(cfg.seed, epoch, device, world.rank) if world.rank
+        else None)
     state = resumed or EpochState.start(epoch, device)
     if resumed is not None:  # draw what the interrupted run drew for the batches it took
         collections.deque(itertools.islice(batches, resumed.steps), maxlen=0)
-        resumed.restore_rng(device)
+        resumed.restore_rng(device, world.rank)
     run.model.train()  # the compiled module shares its modules with the model
     ended, t0 = None, time.perf_counter()
     bar = tqdm(total=steps, initial=state.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               leave=False, unit="batch", disable=quiet or not sys.stderr.isatty())
+               leave=False, unit="batch",
+               disable=quiet or not world.is_main or not sys.stderr.isatty())
     for step, (x, y) in enumerate(batches, start=state.steps):
         lr = lr_at(cfg, epoch + step / steps, phase_start, 1 / steps)
         _train_batch(run, train_model, criterion, state, x, y, lr)
@@ -411,10 +417,9 @@ def _train_epoch(run: Run, train_model: Callable[..., Any], epoch: int, phase_st
         if state.steps % CHECK_EVERY == 0:
             run.memory.sample()
             _check_finite(run, state, steps)
-        if run.stop.signum is not None:
-            ended = "signal"
-        elif deadline is not None and time.monotonic() > deadline:
-            ended = "budget"
+        # several processes agree at the host-side checks; one process checks every step
+        if not world.distributed or state.steps % CHECK_EVERY == 0:
+            ended = _ending(run, deadline)
         if ended:
             break
     bar.close()
@@ -423,7 +428,7 @@ def _train_epoch(run: Run, train_model: Callable[..., Any], epoch: int, phase_st
     state.seconds += time.perf_counter() - t0
     _check_finite(run, state, steps)
     if ended == "signal":
-        state.save_rng(device)
+        state.save_rng(device, world)
     return state, ended
 
 
@@ -433,14 +438,14 @@ def _train_batch(run: Run, model: Callable[..., Any], criterion: torch.nn.Module
     device (read every CHECK_EVERY steps), or its batch skipped and left out of the totals."""
     state.lr = lr if state.steps == 0 else state.lr
     set_lr(run.optimizer, lr)
-    logits, loss = train_step(model, x, y, run.optimizer, criterion, run.scaler, run.dtype,
-                              run.cfg.grad_clip, skip_nonfinite=run.skip_nonfinite)
+    logits, loss, stepped = train_step(model, x, y, run.optimizer, criterion, run.scaler,
+                                       run.dtype, run.cfg.grad_clip,
+                                       skip_nonfinite=run.skip_nonfinite, world=run.world)
     state.steps += 1
-    finite = torch.isfinite(loss)
-    if run.skip_nonfinite and not bool(finite):
+    if not stepped:
         state.skipped += 1
         return
-    state.bad_step = torch.where((state.bad_step < 0) & ~finite, state.steps - 1,
+    state.bad_step = torch.where((state.bad_step < 0) & ~torch.isfinite(loss), state.steps - 1,
                                  state.bad_step)
     state.loss_sum += loss * len(y)
     state.correct += (logits.argmax(1) == y).sum()
@@ -449,8 +454,11 @@ def _train_batch(run: Run, model: Callable[..., Any], criterion: torch.nn.Module
 
 def _check_finite(run: Run, state: EpochState, steps: int) -> None:
     """Stop at a non-finite loss (nan_policy stop): the checkpoints written before it are kept
-    and nothing after it is saved."""
-    bad = int(state.bad_step)
+    and nothing after it is saved. Several processes stop together, at the first bad step of
+    any of them."""
+    never = torch.iinfo(torch.long).max
+    first = run.world.min_(torch.where(state.bad_step < 0, never, state.bad_step))
+    bad = -1 if int(first) == never else int(first)
     if bad < 0 and not (state.steps == steps and state.skipped == steps):
         return
     last = run.out.checkpoint("last")
@@ -479,7 +487,7 @@ def _interrupted(run: Run, progress: Progress, epoch: EpochState | None) -> NoRe
     """After a stop signal: save the epoch in progress in last.pt (if it took a step), say
     where training stopped and raise `Interrupted`."""
     if epoch is not None and epoch.steps:
-        _save_last(run, progress, epoch)
+        _save_last(run, progress, epoch.reduced(run.world))
     last = run.out.checkpoint("last")
     saved = (f"{last} holds the training so far" if last.is_file() else
              "nothing had been trained yet")
@@ -499,7 +507,8 @@ def _stop(run: Run, message: str, error: type[CnnvitError] | None = None) -> NoR
 def _validate(run: Run) -> dict[str, Any]:
     """Metrics of the current weights on the validation split."""
     info = run.setup.info
-    probs, _ = predict(run.model, run.val, run.cfg.eval_batch_size, run.dtype)
+    run.world.broadcast_buffers(run.model)  # every rank evaluates rank 0's model
+    probs, _ = predict(run.model, run.val, run.cfg.eval_batch_size, run.dtype, run.world)
     return metrics.compute(run.setup.dataset["val"].labels, probs, list(info.class_names),
                            task=info.task)
 
@@ -536,7 +545,9 @@ def _record(progress: Progress, epoch: int, train: dict[str, Any], val: dict[str
 
 def _save_checkpoints(run: Run, progress: Progress, improved: bool, score: float) -> None:
     """best.pt when the epoch improved, history.csv, then last.pt (the epoch is done once it
-    exists)."""
+    exists); rank 0 writes them."""
+    if not run.world.is_main:
+        return
     if improved:
         save_checkpoint(run.out.checkpoint("best"),
                         {"model": run.model.state_dict(), "epoch": progress.epoch,
@@ -547,7 +558,10 @@ def _save_checkpoints(run: Run, progress: Progress, improved: bool, score: float
 
 
 def _save_last(run: Run, progress: Progress, epoch: EpochState | None = None) -> None:
-    """last.pt: weights, optimizer and progress, and the epoch in progress when interrupted."""
+    """last.pt (rank 0 writes it): weights, optimizer and progress, and the epoch in progress
+    (its totals over all ranks) when interrupted."""
+    if not run.world.is_main:
+        return
     payload = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                **asdict(progress), "config": run.cfg.to_dict(), "resolved": run.resolved}
     if run.scaler.is_enabled():
@@ -575,10 +589,14 @@ def _finish(run: Run, progress: Progress, stop_reason: str) -> None:
                           "(0 = no budget) and run the same command again")
     run.log.info(f"{stop_reason}; best epoch {progress.best_epoch} ({cfg.selection_metric} "
                  f"{progress.best_score:.4f}); evaluating the best checkpoint on val and test")
+    run.world.barrier()  # rank 0 has written best.pt
     run.model.load_state_dict(load_checkpoint(out.checkpoint("best"))["model"])
     extra = {"checkpoint": "best", "epoch": progress.best_epoch}
-    results = {s: evaluate_split(run.model, run.setup, s, out, extra) for s in ("val", "test")}
-    out.write_summary(_summary(run, progress, stop_reason, results["test"]))
+    results = {s: evaluate_split(run.model, run.setup, s, out, extra, run.world)
+               for s in ("val", "test")}
+    summary = _summary(run, progress, stop_reason, results["test"])
+    if run.world.is_main:
+        out.write_summary(summary)
     test = results["test"]
     auc = "n/a" if test["auc_macro"] is None else f"{test['auc_macro']:.4f}"
     run.log.info(f"test: acc {test['accuracy']:.4f} f1_macro {test['f1_macro']:.4f} "
@@ -614,34 +632,5 @@ def _summary(run: Run, progress: Progress, stop_reason: str,
             "train_seconds": round(progress.train_seconds, 3),
             "train_images_per_s": round(sum(h["train_images_per_s"] for h in history)
                                         / len(history), 1),
-            "eval_images_per_s": test["eval_images_per_s"], **run.memory.report(),
-            "device": str(setup.device)}
-
-
-class MemoryPeak:
-    """Peak memory while training: CUDA's max allocated, or the growth of this process's RSS."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.base = self.peak = rss_bytes()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def sample(self) -> None:
-        self.peak = max(self.peak, rss_bytes())
-
-    def report(self) -> dict[str, Any]:
-        if self.device.type == "cuda":
-            return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated(self.device)),
-                    "peak_memory_kind": "cuda_max_allocated"}
-        return {"peak_memory_bytes": int(self.peak - self.base),
-                "peak_memory_kind": "cpu_rss_growth"}
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+            "eval_images_per_s": test["eval_images_per_s"], **run.memory.report(run.world),
+            "device": str(setup.device), "world_size": run.world.size}

@@ -96,10 +96,14 @@ def environment_blocks(facts: Facts) -> list[Block]:
     seeds = ", ".join(str(s) for s in m.get("seeds", [])) or fmt.NA
     mode = ("**reduced mode**: a shortened schedule on smaller inputs, not the full protocol"
             if facts.mode == "reduced" else "full mode")
+    world = m.get("world_size", 1)
+    processes = (f"; each model trained by {world} processes (torchrun, "
+                 f"{m.get('distributed_backend')}, global batch split equally)" if world > 1
+                 else "")
     items = [f"Preset: {m.get('preset')} — {m.get('description')}; {mode}.",
              f"Seeds: {seeds}.", f"Command: `{m.get('command')}`.",
              f"Hardware: {m.get('device')} ({m.get('device_name')}), {m.get('cpu_count')} CPU "
-             f"cores, {m.get('gpu_count')} GPUs; {m.get('platform')}.",
+             f"cores, {m.get('gpu_count')} GPUs{processes}; {m.get('platform')}.",
              f"cnnvit {m.get('cnnvit_version')}, git commit {m.get('git_commit') or fmt.NA}."]
     versions = m.get("versions", {})
     return [Bullets(items), Table(["Package", "Version"],
