@@ -49,7 +49,7 @@ def bench_run(tmp_path_factory, one_thread):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         rc = main(["bench", "--device", "cpu", "--models", ",".join(CASES), "--steps", "1",
-                   "--threads", "1", "--output", str(out)])
+                   "--threads", "1", "--amp", "off", "--output", str(out)])
     return rc, stdout.getvalue(), json.loads(out.read_text())
 
 
@@ -67,7 +67,8 @@ def test_bench_json_structure(bench_run):
     assert payload["device"] == "cpu" and payload["torch"] == torch.__version__
     assert payload["threads"] == 1  # --threads 1 was applied
     assert isinstance(payload["device_name"], str)
-    peak = payload["peak_flop_per_s"]
+    assert list(payload["peak_flop_per_s"]) == ["float32"]
+    peak = payload["peak_flop_per_s"]["float32"]
     assert isinstance(peak, float) and math.isfinite(peak) and peak > 0
     results = payload["results"]
     assert [r["case"] for r in results] == list(CASES)  # one entry per case, in order
@@ -76,7 +77,7 @@ def test_bench_json_structure(bench_run):
         assert set(r) == keys
         assert r["device"] == "cpu"
         assert r["batch_size"] == bench._batch_size(8, torch.device("cpu")) == 128
-        assert r["precision"] == "float32"  # --amp auto on the CPU
+        assert r["precision"] == "float32"  # --amp off
         for key in keys - {"case", "device", "precision", "batch_size"}:
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), key
         # every share is against the final (best) peak, the one the payload reports
@@ -191,12 +192,13 @@ def test_reference_bench_json(reference_run):
         assert ips > 0
         share = r[f"{side}_share_of_peak"]
         assert 0 < share <= 1
-        assert share == pytest.approx(exact * ips / payload["peak_flop_per_s"], rel=0.01,
+        assert share == pytest.approx(exact * ips / payload["peak_flop_per_s"]["float32"], rel=0.01,
                                       abs=1e-4)
         assert math.isfinite(r[f"{side}_peak_memory_mb"]) and r[f"{side}_peak_memory_mb"] >= 0
     assert r["ratio"] == pytest.approx(r["cnnvit_images_per_s"] / r["reference_images_per_s"],
                                        rel=0.01)
-    assert r["peak_gflop_per_s"] == pytest.approx(payload["peak_flop_per_s"] / 1e9, abs=0.051)
+    assert r["peak_gflop_per_s"] == pytest.approx(payload["peak_flop_per_s"]["float32"] / 1e9,
+                                                abs=0.051)
 
 
 def test_reference_bench_prints_a_markdown_table(reference_run):
@@ -248,3 +250,25 @@ def test_cnnvit_side_matches_the_reference_transform():
         assert same or mirrored
         flipped += mirrored and not same
     assert 0 < flipped < 16  # a random flip, not all or none
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_bench_amp_auto_on_a_bf16_cpu_measures_both_precisions(monkeypatch, tmp_path, capsys,
+                                                               native_bf16):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, dtype=None: 1e11)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--device", "cpu", "--models", "vit-small-input@8", "--steps", "1",
+                 "--threads", "1", "--output", str(out)]) == 0
+    payload, printed = json.loads(out.read_text()), capsys.readouterr().out
+    expected = ["float32", "bfloat16"] if native_bf16 else ["float32"]
+    assert [r["precision"] for r in payload["results"]] == expected
+    assert list(payload["peak_flop_per_s"]) == expected
+    if native_bf16:  # the ratio, and the training rule's choice for this 0.02-GFLOP model
+        fp32, bf16 = payload["results"]
+        row = next(line for line in printed.splitlines()
+                   if line.startswith("| vit-small-input@8") and "×" in line)
+        ratio = bf16["full_images_per_s"] / fp32["full_images_per_s"]
+        assert f"{ratio:.2f}×" in row and row.rstrip(" |").endswith("float32")
+    else:
+        assert "bf16 / float32" not in printed

@@ -102,3 +102,18 @@ def test_policy_augmentations_run_on_batches(aug):
     changed = (x1 != x0).flatten(1).any(1)
     assert changed.any(), "the augmentation policy left every image unchanged"
     assert (x1 - x0).abs().mean() > 0.01
+
+
+def test_policy_ops_are_chosen_on_the_host_per_batch_without_reading_the_generator():
+    # AutoAugment/RandAugment choose their ops from a seed the host knows (the generator's
+    # seed and the batch number): no value is read from the (CUDA) generator's device
+    rng = np.random.default_rng(0)
+    s = Split(rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8), np.arange(32))
+    pipe = BatchPipeline(s, device=torch.device("cpu"), image_size=16, mean=[0] * 3,
+                         std=[1] * 3, augment=Config(randaugment_n=2))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    first, again = (pipe.prepare(pipe.images, gen, step=0) for _ in range(2))
+    assert torch.equal(gen.get_state(), state)  # the policy drew nothing from it
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(pipe.prepare(pipe.images, gen, step=1), first)

@@ -4,8 +4,10 @@ For each case (model @ input size) it times, on the same batch size and device:
 - model only: forward + loss + backward on one fixed, already normalised batch;
 - full step: the real training step (on-device pipeline batch with augmentation, forward,
   backward, optimizer step, loss/accuracy accounting), as `cnnvit train` runs it.
-Achieved FLOP/s are compared with a matrix-product peak measured in the same run (float32 on
-CPU, bf16 on CUDA), so the figures are ratios that survive a noisy, shared machine.
+Achieved FLOP/s are compared with a matrix-product peak measured in the same run, in the
+precision the case trains in, so the figures are ratios that survive a noisy, shared machine.
+With `--amp auto` on a CPU with native bf16, every case is measured in float32 and in bf16,
+and the table gives their ratio and the precision `--amp auto` trains that model in.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
 from cnnvit.document import Table
 from cnnvit.engine.flops import flops_per_image
-from cnnvit.engine.runtime import amp_dtype, autocast, configure, resolve_device
+from cnnvit.engine.runtime import (
+    amp_dtype,
+    autocast,
+    configure,
+    cpu_has_native_bf16,
+    resolve_device,
+    training_dtype,
+)
 from cnnvit.engine.train import train_step
 from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_text
@@ -46,6 +55,7 @@ class BenchResult:
     full_over_model_only: float
     outside_model_share: float
     train_gflop_per_image: float
+    forward_gflop_per_image: float
     achieved_gflop_per_s: float
     peak_gflop_per_s: float
     share_of_peak: float
@@ -121,6 +131,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float,
     if is_cnn:
         model = model.to(memory_format=torch.channels_last)
     train_flops = flops_per_image(model, 3, size, backward=True)
+    forward_flops = flops_per_image(model, 3, size)
     dtype = amp_dtype(amp, device)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -164,6 +175,7 @@ def bench_case(case: str, device: torch.device, steps: int, peak: float,
                        full_over_model_only=round(t_model / t_full, 3),
                        outside_model_share=round(max(0.0, 1 - t_model / t_full), 3),
                        train_gflop_per_image=round(train_flops / 1e9, 3),
+                       forward_gflop_per_image=round(forward_flops / 1e9, 4),
                        achieved_gflop_per_s=round(achieved / 1e9, 1),
                        peak_gflop_per_s=round(peak / 1e9, 1),
                        share_of_peak=round(achieved / peak, 3))
@@ -182,10 +194,9 @@ def markdown_table(results: list[BenchResult]) -> str:
     return "\n".join(Table(header, rows, text_columns=3).lines())
 
 
-def start_bench(models: str | None, device: str, steps: int, threads: int, amp: str,
-                default_cases: tuple[str, ...]) -> tuple[torch.device, list[str], float]:
-    """Check the arguments, set the threads, measure the matmul peak of the training precision
-    and print the header line: (device, cases, peak FLOP/s)."""
+def start_bench(models: str | None, device: str, steps: int, threads: int,
+                default_cases: tuple[str, ...]) -> tuple[torch.device, list[str]]:
+    """Check the arguments and set the threads: (device, cases)."""
     if steps < 1:
         raise CnnvitError("--steps must be at least 1")
     configure(threads, deterministic=False)
@@ -193,10 +204,26 @@ def start_bench(models: str | None, device: str, steps: int, threads: int, amp: 
     cases = [c.strip() for c in models.split(",")] if models is not None else list(default_cases)
     for case in cases:
         parse_case(case)  # every spec is checked before anything is measured
-    peak = matmul_peak(dev, dtype=amp_dtype(amp, dev))
-    print(f"device {dev} ({device_name(dev)}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s")
-    return dev, cases, peak
+    return dev, cases
+
+
+def header(device: torch.device, peaks: dict[str, float]) -> str:
+    """The first line: device, torch, threads and the matmul peak of each precision."""
+    measured = ", ".join(f"{name} {peak / 1e9:.1f} GFLOP/s" for name, peak in peaks.items())
+    return (f"device {device} ({device_name(device)}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; matmul peak {measured}")
+
+
+def precisions(amp: str, device: torch.device) -> list[str]:
+    """The `--amp` values to measure: float32 and bf16 both for `auto` on a CPU with native
+    bf16 (the choice `--amp auto` makes there per model), else `amp` alone."""
+    if amp == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        return ["off", "bf16"]
+    return [amp]
+
+
+def _precision_name(amp: str, device: torch.device) -> str:
+    return str(amp_dtype(amp, device) or torch.float32).removeprefix("torch.")
 
 
 def device_name(device: torch.device) -> str:
@@ -206,33 +233,60 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def write_json(out: str | None, device: torch.device, peak: float, results: list) -> None:
-    """The results (dataclasses) as JSON in `out`, with the device, torch, threads and peak."""
+def write_json(out: str | None, device: torch.device, peaks: dict[str, float],
+               results: list) -> None:
+    """The results (dataclasses) as JSON in `out`, with the device, torch, threads and the
+    matmul peak (FLOP/s) of each precision measured."""
     if out:
         payload = {"device": str(device), "device_name": device_name(device),
                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                   "peak_flop_per_s": peak, "results": [asdict(r) for r in results]}
+                   "peak_flop_per_s": peaks, "results": [asdict(r) for r in results]}
         atomic_write_text(Path(out), json.dumps(payload, indent=2))
 
 
 def run_bench(models: str | None = None, device: str = "auto", steps: int = 5,
               out: str | None = None, threads: int = 0, amp: str = "auto") -> list[BenchResult]:
-    """Run the benchmark cases, print a Markdown table, optionally write JSON to `out`; `amp`
-    as in training (the peak is measured in the precision the models train in)."""
-    dev, cases, peak = start_bench(models, device, steps, threads, amp, DEFAULT_CASES)
-    peak_dtype = amp_dtype(amp, dev)
+    """Run the benchmark cases in each precision (`precisions`), print Markdown tables (and
+    the bf16/float32 ratios when both are measured), optionally write JSON to `out`."""
+    dev, cases = start_bench(models, device, steps, threads, DEFAULT_CASES)
+    amps = precisions(amp, dev)
+    peaks = {_precision_name(a, dev): matmul_peak(dev, dtype=amp_dtype(a, dev)) for a in amps}
+    print(header(dev, peaks))
     results = []
     for case in cases:
-        results.append(bench_case(case, dev, steps, peak, amp))
-        # re-measured between cases; the best one stands
-        peak = max(peak, matmul_peak(dev, dtype=peak_dtype))
-        r = results[-1]
-        print(f"  {case}: {r.full_images_per_s} img/s full, {r.model_only_images_per_s} img/s "
-              f"model only ({r.full_over_model_only:.1%}), {r.share_of_peak:.1%} of peak",
-              flush=True)
-    for r in results:  # every share against the final (best) peak measurement
+        for a in amps:
+            name = _precision_name(a, dev)
+            results.append(bench_case(case, dev, steps, peaks[name], a))
+            # re-measured between cases; the best one stands
+            peaks[name] = max(peaks[name], matmul_peak(dev, dtype=amp_dtype(a, dev)))
+            r = results[-1]
+            print(f"  {case} {name}: {r.full_images_per_s} img/s full, "
+                  f"{r.model_only_images_per_s} img/s model only "
+                  f"({r.full_over_model_only:.1%}), {r.share_of_peak:.1%} of peak", flush=True)
+    for r in results:  # every share against the final (best) peak of its precision
+        peak = peaks[r.precision]
         r.peak_gflop_per_s = round(peak / 1e9, 1)
         r.share_of_peak = round(r.achieved_gflop_per_s * 1e9 / peak, 3)
     print(markdown_table(results))
-    write_json(out, dev, peak, results)
+    if len(amps) == 2:
+        print(precision_table(results, dev))
+    write_json(out, dev, peaks, results)
     return results
+
+
+def precision_table(results: list[BenchResult], device: torch.device) -> str:
+    """Per case: float32 and bf16 training img/s, their ratio, and what `--amp auto` picks."""
+    by_case: dict[str, dict[str, BenchResult]] = {}
+    for r in results:
+        by_case.setdefault(r.case, {})[r.precision] = r
+    rows = []
+    for case, pair in by_case.items():
+        fp32, bf16 = pair["float32"], pair["bfloat16"]
+        dtype, _ = training_dtype("auto", device, fp32.forward_gflop_per_image * 1e9)
+        rows.append([case, str(fp32.forward_gflop_per_image), str(fp32.full_images_per_s),
+                     str(bf16.full_images_per_s),
+                     f"{bf16.full_images_per_s / fp32.full_images_per_s:.2f}×",
+                     "bf16" if dtype == torch.bfloat16 else "float32"])
+    header = ["case", "GFLOP/img (fwd)", "float32 img/s", "bf16 img/s", "bf16 / float32",
+              "--amp auto trains in"]
+    return "\n".join(Table(header, rows, text_columns=1).lines())

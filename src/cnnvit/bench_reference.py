@@ -31,7 +31,7 @@ from PIL import Image
 from torchvision import transforms
 
 from cnnvit import models
-from cnnvit.bench import matmul_peak, parse_case, start_bench, sync, write_json
+from cnnvit.bench import header, matmul_peak, parse_case, start_bench, sync, write_json
 from cnnvit.config import Config
 from cnnvit.data.pipeline import BatchPipeline
 from cnnvit.data.types import Split
@@ -245,7 +245,10 @@ def run_reference_bench(models: str | None = None, device: str = "auto", steps: 
                         amp: str = "auto") -> list[ReferenceResult]:
     """Run the cases on both pipelines, print a Markdown table, optionally write JSON to `out`
     (shares of peak against the best matmul peak measured before and after every case)."""
-    dev, cases, peak = start_bench(models, device, steps, threads, amp, REFERENCE_CASES)
+    dev, cases = start_bench(models, device, steps, threads, REFERENCE_CASES)
+    precision = str(amp_dtype(amp, dev) or torch.float32).removeprefix("torch.")
+    peak = matmul_peak(dev, dtype=amp_dtype(amp, dev))
+    print(header(dev, {precision: peak}))
     results = []
     for case in cases:
         results.append(bench_reference_case(case, dev, steps, amp))
@@ -256,5 +259,5 @@ def run_reference_bench(models: str | None = None, device: str = "auto", steps: 
     for r in results:  # against the best peak measured
         with_peak(r, peak)
     print(reference_table(results))
-    write_json(out, dev, peak, results)
+    write_json(out, dev, {precision: peak}, results)
     return results

@@ -322,7 +322,8 @@ def _train_parser(sub: Any) -> None:
     ], "Train one model; writes config.yaml, history.csv, checkpoints/, "
        "metrics_{val,test}.json, predictions_{val,test}.csv and train.log into --out.\n"
        "Ctrl-C or SIGTERM (e.g. Slurm's time limit) saves the epoch in progress and exits 130 "
-       "or 143;\nthe same command again continues it exactly.")
+       "or 143;\nthe same command again continues it exactly. On several GPUs or machines: "
+       "torchrun --nproc_per_node=N -m cnnvit train ... (docs/distributed.md).")
     p.add_argument("--config", help="YAML file of config keys (flags override it)")
     _add_config_flags(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -494,7 +495,9 @@ def _bench_parser(sub: Any) -> None:
                    "--reference: batches per timed block)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"),
-                   help="precision, as in training (auto: fp32 on the CPU, bf16 on CUDA)")
+                   help="precision, as in training (auto: bf16 on CUDA; on a CPU with "
+                   "native bf16, float32 and bf16 both, with their ratio and the one --amp "
+                   "auto trains each model in; else float32)")
     p.add_argument("--output", default=None, help="also write the results as JSON")
 
 

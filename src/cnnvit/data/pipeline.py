@@ -83,21 +83,27 @@ def _random_flip(x: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tenso
     return torch.where(mask[:, None, None, None], x.flip(dim), x)
 
 
-def _policy(x: torch.Tensor, aug: Config, gen: torch.Generator) -> torch.Tensor:
-    """AutoAugment / RandAugment from torchvision, one random op draw per chunk of images."""
+def _policy(x: torch.Tensor, aug: Config, seed: int) -> torch.Tensor:
+    """AutoAugment / RandAugment from torchvision, one random op draw per chunk of images,
+    drawn from `seed`."""
     from torchvision.transforms import v2
 
     if aug.autoaugment != "none":
         op = v2.AutoAugment(v2.AutoAugmentPolicy(aug.autoaugment))
     else:
         op = v2.RandAugment(num_ops=aug.randaugment_n, magnitude=aug.randaugment_m)
-    # torchvision draws its random choices from torch's global generator: seed it from ours so
-    # the whole pipeline stays reproducible from the run's seed.
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    # torchvision draws its random choices from torch's global CPU generator: seed it from
+    # ours so the whole pipeline stays reproducible from the run's seed.
     with torch.random.fork_rng(devices=[]):  # the CPU generator only, restored afterwards
         torch.random.default_generator.manual_seed(seed)
         chunks = [op(c) for c in x.split(_POLICY_CHUNK)]
     return torch.cat(chunks)
+
+
+def policy_seed(generator_seed: int, step: int) -> int:
+    """The seed of one batch's AutoAugment/RandAugment draws: distinct for each batch of an
+    epoch (and each rank's generator), known on the host without a device read."""
+    return (generator_seed * 1_000_003 + step) % 2**63
 
 
 def _random_erasing(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -156,8 +162,11 @@ class BatchPipeline:
         n = len(self)
         return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
 
-    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 batch → augmented (if training), normalised float batch on the device."""
+    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None,
+                step: int = 0) -> torch.Tensor:
+        """uint8 batch → augmented (if training), normalised float batch on the device.
+        `step` (the batch's number in the epoch) and the generator's seed choose the
+        AutoAugment/RandAugment ops on the host: no read from the device."""
         if not self.cached:
             x = resize_uint8(x, self.image_size, self.resize_mode)
         aug = self.augment
@@ -169,7 +178,7 @@ class BatchPipeline:
             if aug.vflip:
                 x = _random_flip(x, 2, gen)
             if aug.autoaugment != "none" or aug.randaugment_n > 0:
-                x = _policy(x, aug, gen)
+                x = _policy(x, aug, policy_seed(gen.initial_seed(), step))
         y = (x.float().div_(255.0) - self.mean) / self.std
         if aug is not None and gen is not None and aug.random_erasing > 0:
             y = _random_erasing(y, aug.random_erasing, gen)
@@ -203,4 +212,5 @@ class BatchPipeline:
             idx = order[b * batch_size:(b + 1) * batch_size]
             if world > 1:
                 idx = idx.tensor_split(world)[rank]
-            yield self.prepare(self.images[idx], augment_generator or generator), self.labels[idx]
+            yield (self.prepare(self.images[idx], augment_generator or generator, b),
+                   self.labels[idx])
