@@ -196,6 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for key, value in overrides.items():  # a bad key or value fails before the preset (torch)
         config.apply_overrides(config.Config(), {key.rpartition(".")[2]: value})
     seeds = [_int(s, "--seeds") for s in args.seeds.split(",")] if args.seeds else None
+    fractions = _fractions(args.train_fractions) if args.train_fractions else None
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     preset = presets.load(args.preset, reduced=args.reduced, dataset=args.dataset,
                           models=models, seeds=seeds, overrides=overrides)
@@ -205,8 +206,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cnnvit.workflow import Study  # torch: only once the arguments are known to be good
 
     Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
-          quiet=args.quiet, explain_options=explain_options).run()
+          quiet=args.quiet, explain_options=explain_options, train_fractions=fractions).run()
     return 0
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v <= 1 for v in values):
+        raise CnnvitError(f"--train-fractions takes shares of the training split in (0, 1], "
+                          f"e.g. 0.1,0.25,0.5,1.0; got {text!r}")
+    return values
 
 
 def _int(text: str, flag: str) -> int:
@@ -339,6 +351,7 @@ def _run_parser(sub: Any) -> None:
         "cnnvit run --preset quickstart --out runs/quick",
         "cnnvit run --preset bloodmnist-native --reduced --out runs/blood",
         "cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds",
+        "cnnvit run --preset quickstart --train-fractions 0.1,0.25,0.5 --out runs/curve",
         "cnnvit run --list",
     ], "Stages: data → train every model (and seed) → evaluate → explain → compare → figures\n"
        "→ report. Re-running the same command continues where it stopped.")
@@ -348,6 +361,9 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--dataset", default=None, help="replace the preset's dataset")
     p.add_argument("--models", default=None, help="comma list: preset entries or model names")
     p.add_argument("--seeds", default=None, help="comma list, e.g. 42,43,44")
+    p.add_argument("--train-fractions", default=None, help="learning curve: also train every "
+                   "model on these shares of the training split (stratified, nested, seeded; "
+                   "epochs kept, so smaller shares take fewer steps), e.g. 0.1,0.25,0.5,1.0")
     _add_config_flags(p, only=RUN_FLAGS)
     p.add_argument("--reduced", action="store_true", help="shorter schedule, smaller inputs; "
                    "outputs under DIR/reduced/, labelled reduced everywhere")

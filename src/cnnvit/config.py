@@ -89,6 +89,9 @@ class Config:
     max_minutes: float = 0.0          # time budget for training; 0 = none
     nan_policy: str = "stop"          # a non-finite loss: stop, or skip-batch
     out: str = "runs/model"
+    # learning curves: train on a stratified, nested, seeded share of the training split
+    train_fraction: float = 1.0
+    subset_seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,6 +196,9 @@ def _check_choices(cfg: Config) -> None:
         raise ConfigError(f"config key 'lr' must be positive; got {cfg.lr}")
     if cfg.image_size is not None and cfg.image_size < 4:
         raise ConfigError(f"config key 'image_size' must be at least 4; got {cfg.image_size}")
+    if not 0 < cfg.train_fraction <= 1:
+        raise ConfigError(f"config key 'train_fraction' is a share of the training split in "
+                          f"(0, 1]; got {cfg.train_fraction}")
     if not 0 <= cfg.random_erasing <= 1:
         raise ConfigError(f"config key 'random_erasing' is a probability in [0, 1]; "
                           f"got {cfg.random_erasing}")

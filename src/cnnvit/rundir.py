@@ -2,6 +2,7 @@
 
     DIR/manifest.json  DIR/logs/run_<timestamp>.log  DIR/models/<name>[/seed_<n>]/
     DIR/results/  DIR/explain/  DIR/figures/  DIR/report/
+    DIR/curves/fraction_<f>/models/<name>[/seed_<n>]/   (learning curves: `--train-fractions`)
 
 A model directory holds config.yaml, history.csv, checkpoints/{best,last}.pt,
 metrics_<split>.json, predictions_<split>.csv, train.log and, once training has finished,
@@ -41,6 +42,10 @@ RUN_FILES = {
     "results/seed_summary.csv": "mean, std, min and max over seeds per model, split and metric",
     "results/statistics.*": "confidence intervals, paired tests and seed statistics",
     "results/summary.md": "the comparison in words, generated from the numbers",
+    "results/learning_curve.csv": "test accuracy and macro-F1 (95 % intervals) per model, seed "
+                                  "and number of training images",
+    "results/learning_curve_tests.csv": "the paired test between the models at each training "
+                                        "set size",
     "explain/samples.csv": "the samples every model explains (seeded, shared)",
     "explain/options.json": "the options the explanations were made with",
     "explain/faithfulness*.csv": "deletion and insertion scores per sample (and curves), "
@@ -69,6 +74,7 @@ TRAINING_TIME = ("the training passes over the training split, all epochs: data 
                  "final evaluation")
 REDUCED_DIR = "reduced"  # `--reduced` writes DIR/reduced/, never over a full run's files
 _SEED_DIR = re.compile(r"seed_(\d+)")
+_FRACTION_DIR = re.compile(r"fraction_(0\.\d+|1)")
 
 
 class ModelDir:
@@ -151,6 +157,18 @@ class RunDir:
         path = self.root / "models" / name
         return ModelDir(path if seed is None else path / f"seed_{seed}")
 
+    def curve_run(self, fraction: float) -> RunDir:
+        """`curves/fraction_<f>`: the models trained on that share of the training split, laid
+        out as a run directory (its `models/`)."""
+        return RunDir(self.root / "curves" / f"fraction_{fraction:g}")
+
+    def curve_runs(self) -> dict[float, RunDir]:
+        """The learning-curve fractions trained so far, smallest first."""
+        folders = (self.root / "curves").glob("fraction_*")
+        runs = {float(p.name.removeprefix("fraction_")): RunDir(p) for p in folders
+                if _FRACTION_DIR.fullmatch(p.name)}
+        return dict(sorted(runs.items()))
+
     def models(self, names: list[str] | None = None) -> list[ModelEntry]:
         """Every model × seed under models/, sorted by name then seed: `models/<name>` itself,
         or each of its `seed_<n>` directories when it has those and no files of its own.
@@ -230,6 +248,8 @@ class RunDir:
 def describe_file(rel: str) -> str:
     """What the file at `rel` (relative to a run directory) is, from the tables above."""
     parts = rel.split("/")
+    if parts[0] == "curves" and len(parts) > 2:  # curves/fraction_<f>/ holds models/ too
+        parts = parts[2:]
     if parts[0] == "models" and len(parts) > 2:
         inner = parts[3:] if _SEED_DIR.fullmatch(parts[2]) and len(parts) > 3 else parts[2:]
         match = next((what for pattern, what in MODEL_FILES.items()

@@ -13,6 +13,7 @@ alone writes the log and the manifest, and runs the stages after training on its
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from importlib import metadata
@@ -103,8 +104,11 @@ class Study:
 
     def __init__(self, preset: Preset, out: str | Path, *, reduced: bool = False,
                  force: bool = False, explain: bool = True, quiet: bool = False,
-                 explain_options: dict[str, Any] | None = None) -> None:
+                 explain_options: dict[str, Any] | None = None,
+                 train_fractions: list[float] | None = None) -> None:
         self.preset = preset
+        # learning curves: the shares of the training split below 1 (1 is the main study)
+        self.fractions = sorted({f for f in train_fractions or [] if f < 1})
         self.mode = "reduced" if reduced else "full"
         self.run_dir = RunDir.for_mode(out, self.mode)
         self.root = self.run_dir.root
@@ -126,6 +130,7 @@ class Study:
             "versions": _versions(), "preset": preset.name, "description": preset.description,
             "mode": self.mode, "command": " ".join(sys.argv), "dataset": preset.dataset,
             "seeds": preset.seeds, "started": started.isoformat(timespec="seconds"),
+            "train_fractions": [*self.fractions, 1.0] if self.fractions else None,
             "stages": {}, "models": {}, "runs": old.get("runs", 0) + 1}
         self._datasets: dict[tuple, data.Dataset] = {}
 
@@ -156,14 +161,19 @@ class Study:
 
     # -- the stages -------------------------------------------------------------------------
 
-    def model_dirs(self) -> list[tuple[ModelPlan, int, ModelDir]]:
-        """(plan, seed, directory) for every model × seed."""
+    def model_dirs(self, fraction: float = 1.0) -> list[tuple[ModelPlan, int, ModelDir]]:
+        """(plan, seed, directory) for every model × seed (trained on `fraction` of the
+        training split: below 1, under `curves/fraction_<f>/`)."""
         several = len(self.preset.seeds) > 1
-        return [(plan, seed, self.run_dir.model_dir(plan.name, seed if several else None))
+        run = self.run_dir if fraction >= 1 else self.run_dir.curve_run(fraction)
+        return [(plan, seed, run.model_dir(plan.name, seed if several else None))
                 for plan in self.preset.models for seed in self.preset.seeds]
 
-    def config_for(self, plan: ModelPlan, seed: int, model_dir: ModelDir) -> Config:
-        return load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path)})
+    def config_for(self, plan: ModelPlan, seed: int, model_dir: ModelDir,
+                   fraction: float = 1.0) -> Config:
+        share = {"train_fraction": fraction} if fraction < 1 else {}
+        return load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path),
+                                  **share})
 
     def _dataset(self, cfg: Config) -> data.Dataset:
         key = (cfg.dataset, cfg.data_size, cfg.image_size, cfg.data_root, cfg.strict_data)
@@ -194,12 +204,13 @@ class Study:
         self.manifest["world_size"] = world.size
         self.manifest["distributed_backend"] = distributed.backend()
 
-    def stage_train(self) -> None:
+    def stage_train(self, fraction: float = 1.0) -> None:
         self.log.info(f"  training time: {TRAINING_TIME}")
-        for plan, seed, model_dir in self.model_dirs():
-            cfg = self.config_for(plan, seed, model_dir)
+        for plan, seed, model_dir in self.model_dirs(fraction):
+            cfg = self.config_for(plan, seed, model_dir, fraction)
             extension = cfg.replace(**plan.extend) if plan.extend else None
-            label = f"{plan.name}" + (f" seed {seed}" if len(self.preset.seeds) > 1 else "")
+            label = (f"{plan.name}" + (f" seed {seed}" if len(self.preset.seeds) > 1 else "")
+                     + (f" on {fraction:g} of the training split" if fraction < 1 else ""))
             if self.force and model_dir.path.exists() and self.world.is_main:
                 shutil.rmtree(model_dir.path)
             self.world.barrier()  # no rank looks at the directory before it is removed
@@ -296,12 +307,16 @@ class Study:
         t0 = time.perf_counter()
         self.log.info(f"cnnvit run --preset {self.preset.name} ({self.mode} mode) → {self.root}")
         self._write_manifest()
-        stages = {"data": self.stage_data, "train": self.stage_train,
+        stages: dict[str, Callable[[], None]] = {
+                  "data": self.stage_data, "train": self.stage_train,
+                  **{f"curve {f:g}": functools.partial(self.stage_train, f)
+                     for f in self.fractions},
                   "evaluate": self.stage_evaluate, "explain": self.stage_explain,
                   "compare": self.stage_compare, "figures": self.stage_figures,
                   "report": self.stage_report}
         if not self.world.is_main:  # the other ranks of a torchrun job help train, nothing else
-            stages = {name: stages[name] for name in ("data", "train")}
+            stages = {name: run_stage for name, run_stage in stages.items()
+                      if name in ("data", "train") or name.startswith("curve ")}
         with handling_signals(raise_interrupted):
             for name, run_stage in stages.items():
                 if name != "explain" or self.explain:

@@ -3,6 +3,7 @@
     compare(run_dir, mode=None) -> {"final_comparison": Path, "per_class": Path,
                                     "per_class_accuracy": Path, ["seed_summary": Path,]
                                     "statistics_csv": Path, "statistics_json": Path,
+                                    ["learning_curve": Path, "learning_curve_tests": Path,]
                                     "summary": Path}
 
 Reads only `DIR/models/<name>[/seed_<n>]/{metrics_val,metrics_test,summary}.json` and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnvit.compare import collect, statistics, summary, tables
+from cnnvit.compare import collect, curves, statistics, summary, tables
 from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from cnnvit.rundir import RunDir
@@ -58,8 +59,14 @@ def compare(run_dir: str | Path, *, mode: str | None = None,
         atomic_write_csv(df if "mode" in df else df.assign(mode=mode), written[key])
     written["statistics_json"] = results / "statistics.json"
     atomic_write_json(written["statistics_json"], stats)
+    curve = curves.learning_curve(run)
+    if curve is not None:
+        for name, df in zip(("learning_curve", "learning_curve_tests"), curve, strict=True):
+            written[name] = results / f"{name}.csv"
+            atomic_write_csv(df.assign(mode=mode), written[name])
     written["summary"] = results / "summary.md"
     text = summary.render(final, mode, collect.read_explain_csv(run, "faithfulness.csv"),
-                          collect.read_explain_csv(run, "sanity.csv"), stats)
+                          collect.read_explain_csv(run, "sanity.csv"), stats,
+                          curves.crossover_sentences(*curve) if curve is not None else None)
     atomic_write_text(written["summary"], text)
     return written

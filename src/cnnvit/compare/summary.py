@@ -380,9 +380,11 @@ SYNTHETIC_WARNING = ("**Warning: SYNTHETIC data.** These numbers come from gener
 
 
 def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
-           sanity: pd.DataFrame | None = None, statistics: dict[str, Any] | None = None) -> str:
+           sanity: pd.DataFrame | None = None, statistics: dict[str, Any] | None = None,
+           learning_curve: list[str] | None = None) -> str:
     """The whole summary.md text, from final_comparison rows, statistics.json's content (no
-    verdict without it) and the explain stage's faithfulness and sanity tables."""
+    verdict without it), the explain stage's faithfulness and sanity tables and the learning
+    curve's sentences (`curves.crossover_sentences`)."""
     test = final[final["split"] == "test"]
     stats = model_stats(test)
     families = test.groupby("model", sort=False)["family"].first()
@@ -400,6 +402,10 @@ def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
                 Section("Cost", [cost_table(stats), Para(f"Training time: {TRAINING_TIME}.")])]
     if len(learners) > 1:
         sections.append(Section("Trade-offs", [Bullets(trade_off_items(learners, verdicts))]))
+    if learning_curve:
+        sections.append(Section("Learning curve (test accuracy against training images)", [
+            Bullets(learning_curve), Para("Points, intervals and tests: learning_curve.csv and "
+                                          "learning_curve_tests.csv.")]))
     if faithfulness is not None:
         sections.append(faithfulness_section(faithfulness, sanity))
     sections.append(Section("Provenance", [Para(

@@ -12,6 +12,7 @@ from cnnvit import config, data, models
 from cnnvit.config import Config
 from cnnvit.data.medmnist_source import SIZES as MEDMNIST_SIZES
 from cnnvit.data.pipeline import BatchPipeline, channel_stats
+from cnnvit.data.subsets import with_train_fraction
 from cnnvit.data.types import Dataset, Split
 from cnnvit.engine.runtime import amp_dtype, resolve_device
 from cnnvit.errors import CnnvitError
@@ -127,10 +128,11 @@ def load_data(cfg: Config) -> Dataset:
 
 
 def prepare(cfg: Config, dataset: Dataset | None = None) -> Setup:
-    """Load the data named by `cfg` (unless given) and resolve input size, normalisation and
-    device."""
+    """Load the data named by `cfg` (unless given), keep its `train_fraction`, and resolve
+    input size, normalisation and device."""
     device = resolve_device(cfg.device)
-    ds = dataset if dataset is not None else load_data(cfg)
+    ds = with_train_fraction(dataset if dataset is not None else load_data(cfg),
+                             cfg.train_fraction, cfg.subset_seed)
     image_size = cfg.image_size or ds.info.image_size
     mean, std = normalization(cfg, ds)
     return Setup(cfg=cfg, dataset=ds, device=device, image_size=image_size, mean=mean, std=std)

@@ -21,6 +21,7 @@ byte for byte from the same files. This module itself imports nothing heavy (the
 line reads `KINDS` from it).
 """
 
-KINDS = ("curves", "confusion", "roc", "reliability", "cost", "faithfulness", "metrics", "all")
+KINDS = ("curves", "confusion", "roc", "reliability", "cost", "faithfulness", "metrics",
+         "learning", "all")
 FORMATS = ("png", "pdf", "svg")
 SPLITS = ("val", "test")

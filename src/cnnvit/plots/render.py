@@ -18,18 +18,20 @@ from cnnvit.plots import (
     confusion,
     cost,
     faithfulness,
+    learning,
     reliability,
     roc,
     sources,
     style,
     training,
 )
-from cnnvit.plots.sources import MissingOptional, Options, Source
+from cnnvit.plots.sources import MissingOptional, NotAskedFor, Options, Source
 
 DRAWINGS: dict[str, Callable[[Source, Options], list[style.Drawing]]] = {
     "curves": training.drawings, "confusion": confusion.drawings, "roc": roc.drawings,
     "reliability": reliability.drawings, "cost": cost.drawings,
     "faithfulness": faithfulness.drawings, "metrics": bars.drawings,
+    "learning": learning.drawings,
 }
 
 
@@ -64,6 +66,7 @@ def plot(run_dir: str | Path, kind: str = "all", *, model: str | None = None,
         except MissingOptional as e:
             if kind != "all":
                 raise
-            say(f"  figures: {name} skipped: {e.message}")
+            if not isinstance(e, NotAskedFor):
+                say(f"  figures: {name} skipped: {e.message}")
     with style.context():
         return [style.save(d.draw(), src.folder / f"{d.name}.{fmt}", fmt) for d in todo]

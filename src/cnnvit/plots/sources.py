@@ -29,6 +29,11 @@ class MissingOptional(CnnvitError):
     """An input only some runs have (the explain stage's): `plot all` skips its figures."""
 
 
+class NotAskedFor(MissingOptional):
+    """An input of an opt-in stage the run did not ask for (learning curves): `plot all` skips
+    its figures without a word; asking for the figure itself names what is missing."""
+
+
 @dataclass(frozen=True)
 class Options:
     """What to draw: one split (None: each kind's default, test, or val and test for the
@@ -96,7 +101,8 @@ def _need(path: Path, hint: str) -> Path:
     return path
 
 
-def _csv(path: Path, hint: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(path: Path, hint: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A CSV of the run with `columns`; a missing or unreadable file is one line with `hint`."""
     try:
         df = pd.read_csv(_need(path, hint))
     except (OSError, ValueError) as e:  # pandas' EmptyDataError and ParserError too
@@ -109,7 +115,7 @@ def _csv(path: Path, hint: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
 
 def history(entry: ModelEntry) -> pd.DataFrame:
     """history.csv, with the columns the curves need."""
-    return _csv(entry.dir.history, _TRAIN, HISTORY)
+    return read_table(entry.dir.history, _TRAIN, HISTORY)
 
 
 def metrics(entry: ModelEntry, split: str) -> dict[str, Any]:
@@ -119,7 +125,7 @@ def metrics(entry: ModelEntry, split: str) -> dict[str, Any]:
 
 def predictions(entry: ModelEntry, split: str) -> pd.DataFrame:
     """predictions_<split>.csv (label, prediction, prob_<k>)."""
-    return _csv(entry.dir.predictions(split), _EVALUATE, ("label",))
+    return read_table(entry.dir.predictions(split), _EVALUATE, ("label",))
 
 
 def summary(entry: ModelEntry) -> dict[str, Any]:
@@ -209,7 +215,7 @@ def explain_curves(src: Source) -> pd.DataFrame:
     if not path.is_file():
         raise MissingOptional(f"{path}: missing; the explain stage did not run (or predates "
                               f"the curves): run `cnnvit explain {src.run.root}`")
-    table = _csv(path, f"run `cnnvit explain {src.run.root}` again",
+    table = read_table(path, f"run `cnnvit explain {src.run.root}` again",
                  ("model", "method", "fraction", "deletion", "insertion"))
     table = table[table["model"].isin({e.name for e in src.entries})]
     if table.empty:
