@@ -74,3 +74,30 @@ def test_bad_fractions_exit_2_with_one_line(value, capsys):
     assert main(["run", "--train-fractions", value, "--out", "/nonexistent/x"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--train-fractions takes shares of the training split" in err and "\n" not in err
+
+
+def test_a_preset_names_its_fractions_and_the_schedule_keeps_epochs_or_steps(tmp_path):
+    from cnnvit import presets
+    from cnnvit.workflow import Study
+
+    (tmp_path / "p.yaml").write_text(PRESET + "train_fractions: [0.25, 0.5]\n")
+    preset = presets.load(str(tmp_path / "p.yaml"))
+    assert preset.train_fractions == [0.25, 0.5]
+    plan = preset.models[0]
+    for schedule, epochs in (("epochs", 2), ("steps", 8)):
+        study = Study(preset, tmp_path / schedule, curve_schedule=schedule)
+        assert study.fractions == [0.25, 0.5]
+        _, seed, model_dir = study.model_dirs(0.25)[0]
+        cfg = study.config_for(plan, seed, model_dir, 0.25)
+        assert (cfg.train_fraction, cfg.epochs) == (0.25, epochs)
+        assert "curves/fraction_0.25/models/cnn" in model_dir.path.as_posix()
+    assert Study(preset, tmp_path / "none", train_fractions=[]).fractions == []
+
+
+def test_a_bad_preset_fraction_is_one_line(tmp_path):
+    from cnnvit import presets
+    from cnnvit.errors import ConfigError
+
+    (tmp_path / "p.yaml").write_text(PRESET + "train_fractions: [0, 2]\n")
+    with pytest.raises(ConfigError, match="train_fractions must be a list of shares"):
+        presets.load(str(tmp_path / "p.yaml"))

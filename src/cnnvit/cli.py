@@ -206,7 +206,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cnnvit.workflow import Study  # torch: only once the arguments are known to be good
 
     Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
-          quiet=args.quiet, explain_options=explain_options, train_fractions=fractions).run()
+          quiet=args.quiet, explain_options=explain_options, train_fractions=fractions,
+          curve_schedule=args.curve_schedule).run()
     return 0
 
 
@@ -364,6 +365,9 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--train-fractions", default=None, help="learning curve: also train every "
                    "model on these shares of the training split (stratified, nested, seeded; "
                    "epochs kept, so smaller shares take fewer steps), e.g. 0.1,0.25,0.5,1.0")
+    p.add_argument("--curve-schedule", default="epochs", choices=("epochs", "steps"),
+                   help="learning curve: keep each model's epochs (default), or its optimizer "
+                   "steps (epochs ÷ share)")
     _add_config_flags(p, only=RUN_FLAGS)
     p.add_argument("--reduced", action="store_true", help="shorter schedule, smaller inputs; "
                    "outputs under DIR/reduced/, labelled reduced everywhere")

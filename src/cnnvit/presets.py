@@ -12,6 +12,7 @@ A preset file (see `configs/*.yaml`, copied into the package) has these keys:
     reduced:                     # what --reduced changes: a shorter schedule, smaller inputs
       common: {...}
       models: {name: {...}}
+    train_fractions: [0.1, 0.25, 0.5]   # optional: a learning curve (`--train-fractions`)
 
 `extend` is a second training phase run as a resume of the finished first phase (the 40 → 60
 epoch ViT extension of the CIFAR-10 ResNet-18 vs ViT study). The shipped presets follow
@@ -29,7 +30,8 @@ from cnnvit import config
 from cnnvit.data.validate import safe_name
 from cnnvit.errors import ConfigError
 
-PRESET_KEYS = {"description", "dataset", "seeds", "common", "models", "reduced"}
+PRESET_KEYS = {"description", "dataset", "seeds", "common", "models", "reduced",
+               "train_fractions"}
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Preset:
     dataset: str
     seeds: list[int]
     models: list[ModelPlan]
+    train_fractions: list[float] = field(default_factory=list)  # the learning curve's shares
 
 
 def available() -> list[str]:
@@ -127,7 +130,21 @@ def load(name_or_path: str, *, reduced: bool = False, dataset: str | None = None
     seed_list = seeds or [int(s) for s in raw.get("seeds", [42])]
     return Preset(name=name, description=str(raw.get("description", "")),
                   dataset=dataset or str(raw.get("dataset", "digits")), seeds=seed_list,
-                  models=plans)
+                  models=plans, train_fractions=_fractions(name, raw.get("train_fractions")))
+
+
+def _fractions(name: str, value: Any) -> list[float]:
+    """A preset's `train_fractions`: shares of the training split in (0, 1]."""
+    if value is None:
+        return []
+    try:
+        shares = [float(v) for v in value] if isinstance(value, list) else []
+    except (TypeError, ValueError):
+        shares = []
+    if not shares or not all(0 < v <= 1 for v in shares):
+        raise ConfigError(f"preset {name}: train_fractions must be a list of shares of the "
+                          f"training split in (0, 1], e.g. [0.1, 0.25, 0.5]; got {value!r}")
+    return shares
 
 
 def split_overrides(overrides: dict[str, Any], names: list[str]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -105,10 +106,13 @@ class Study:
     def __init__(self, preset: Preset, out: str | Path, *, reduced: bool = False,
                  force: bool = False, explain: bool = True, quiet: bool = False,
                  explain_options: dict[str, Any] | None = None,
-                 train_fractions: list[float] | None = None) -> None:
+                 train_fractions: list[float] | None = None,
+                 curve_schedule: str = "epochs") -> None:
         self.preset = preset
         # learning curves: the shares of the training split below 1 (1 is the main study)
-        self.fractions = sorted({f for f in train_fractions or [] if f < 1})
+        shares = preset.train_fractions if train_fractions is None else train_fractions
+        self.fractions = sorted({f for f in shares if f < 1})
+        self.curve_schedule = curve_schedule
         self.mode = "reduced" if reduced else "full"
         self.run_dir = RunDir.for_mode(out, self.mode)
         self.root = self.run_dir.root
@@ -131,6 +135,7 @@ class Study:
             "mode": self.mode, "command": " ".join(sys.argv), "dataset": preset.dataset,
             "seeds": preset.seeds, "started": started.isoformat(timespec="seconds"),
             "train_fractions": [*self.fractions, 1.0] if self.fractions else None,
+            "curve_schedule": curve_schedule if self.fractions else None,
             "stages": {}, "models": {}, "runs": old.get("runs", 0) + 1}
         self._datasets: dict[tuple, data.Dataset] = {}
 
@@ -171,9 +176,17 @@ class Study:
 
     def config_for(self, plan: ModelPlan, seed: int, model_dir: ModelDir,
                    fraction: float = 1.0) -> Config:
-        share = {"train_fraction": fraction} if fraction < 1 else {}
-        return load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path),
-                                  **share})
+        """A model's config; on a `fraction` of the training split, the same epochs (so fewer
+        optimizer steps), or with `curve_schedule` "steps" epochs ÷ fraction (about the same
+        steps, warm-up scaled alike)."""
+        cfg = load_config(None, {**plan.overrides, "seed": seed, "out": str(model_dir.path)})
+        if fraction >= 1:
+            return cfg
+        cfg = cfg.replace(train_fraction=fraction)
+        if self.curve_schedule == "steps":
+            cfg = cfg.replace(epochs=math.ceil(cfg.epochs / fraction),
+                              warmup_epochs=cfg.warmup_epochs / fraction)
+        return cfg
 
     def _dataset(self, cfg: Config) -> data.Dataset:
         key = (cfg.dataset, cfg.data_size, cfg.image_size, cfg.data_root, cfg.strict_data)
