@@ -45,6 +45,11 @@ def test_every_model_trains_on_the_same_nested_shares(curve_run):
     assert (curve_run / "figures" / "learning_curve.png").is_file()
     summary = (curve_run / "results" / "summary.md").read_text()
     assert "## Learning curve" in summary
+    report = (curve_run / "report" / "report.md").read_text()
+    curve = report[report.index("## Learning curve"):]
+    assert "| Training images | cnn | vit |" in curve and "learning_curve.png" in curve
+    for sentence in summary[summary.index("## Learning curve"):].splitlines()[2:3]:
+        assert sentence in curve  # the report says what the summary says
     manifest = (curve_run / "manifest.json").read_text()
     assert '"curve 0.25"' in manifest and '"train_fractions"' in manifest
     index = (curve_run / "ARTIFACTS.md").read_text()

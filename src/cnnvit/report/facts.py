@@ -30,6 +30,7 @@ class Facts:
     configs: dict[str, dict[str, Any]]  # model -> {"config": ..., "resolved": ...}
     faithfulness: pd.DataFrame | None
     sanity: pd.DataFrame | None
+    learning_curve: tuple[pd.DataFrame, pd.DataFrame] | None  # points and tests, if trained
 
     @cached_property
     def test(self) -> pd.DataFrame:
@@ -103,5 +104,14 @@ def load(run_dir: str | Path) -> Facts:
     return Facts(run=run, mode=run.mode(), manifest=manifest, final=_csv(needed[0]),
                  per_class=_csv(needed[1]), statistics=read_json(needed[2]), configs=configs,
                  faithfulness=collect.read_explain_csv(run, "faithfulness.csv"),
-                 sanity=collect.read_explain_csv(run, "sanity.csv"))
+                 sanity=collect.read_explain_csv(run, "sanity.csv"),
+                 learning_curve=_learning_curve(run))
+
+
+def _learning_curve(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """results/learning_curve.csv and learning_curve_tests.csv, when the run has a curve."""
+    paths = [run.results / f"{name}.csv" for name in ("learning_curve", "learning_curve_tests")]
+    if not all(p.is_file() for p in paths):
+        return None
+    return _csv(paths[0]), _csv(paths[1])
 
