@@ -175,6 +175,43 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return height, width, channels
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cnnvit.deploy.predict import predict_images
+
+    done = predict_images(args.model_path, args.images, name=args.model, out=args.out,
+                          top_k=args.top_k, explain_dir=args.explain,
+                          batch_size=args.batch_size, strict=args.strict, device=args.device)
+    if done.unreadable:
+        print(f"cnnvit: warning: skipped {len(done.unreadable)} unreadable image file(s): "
+              f"{', '.join(done.unreadable)}", file=sys.stderr)
+    if done.not_images:
+        print(f"cnnvit: note: ignored {len(done.not_images)} folder entries that are not "
+              f"image files: {', '.join(done.not_images)}", file=sys.stderr)
+    overlays = f"; overlays in {done.overlays}" if done.overlays else ""
+    print(f"predicted {done.rows} images: {done.out}{overlays}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cnnvit.deploy.export import export_model
+
+    done = export_model(args.model_path, args.format, name=args.model, out=args.out,
+                        dynamic_batch=args.dynamic_batch)
+    p = done.parity
+    print(f"parity on {p['images']} {p['split']} images: max |Δ probability| "
+          f"{p['max_abs_prob_diff']:.2e} (limit {p['limit']:g}), identical predictions "
+          f"{p['identical_predictions']:.1%}")
+    print(f"exported {args.format}: {done.file} (sidecar {done.sidecar})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cnnvit.deploy.demo import run_demo  # checks for fastapi and uvicorn before torch loads
+
+    run_demo(args.run_dir, host=args.host, port=args.port, top_k=args.top_k, device=args.device)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnvit.bench import run_bench
     from cnnvit.bench_reference import run_reference_bench
@@ -323,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "full traceback (else it is saved to a file, named on stderr)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
-                _report_parser, _evaluate_parser, _data_parser, _bench_parser, _sweep_parser):
+                _report_parser, _evaluate_parser, _predict_parser, _export_parser, _demo_parser,
+                _data_parser,
+                _bench_parser, _sweep_parser):
         add(sub)
     return parser
 
@@ -476,6 +515,78 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--device", default=None)
 
 
+def _predict_parser(sub: Any) -> None:
+    p = _command(sub, "predict", _cmd_predict, "predict new images with a trained or exported "
+                 "model", [
+                     "cnnvit predict runs/quick --model resnet18-small photos/ --out preds.csv",
+                     "cnnvit predict runs/d-vit scan.png more/ --top-k 5 --explain overlays/",
+                     "cnnvit predict resnet18-small.onnx photos/   # ONNX Runtime, no torch",
+                 ], "Predict images (files, folders searched recursively, or an .npz in the "
+                    "MedMNIST layout) of any size,\ngrey or colour, through the model's "
+                    "training preprocessing (channels, resize, normalisation).\nWrites one CSV "
+                    "row per image: path, then class_r, pred_r, prob_r for the top k classes.\n"
+                    "Unreadable files are skipped and listed (refused with --strict).")
+    p.add_argument("model_path", metavar="MODEL", help="a model directory, a run directory "
+                   "(with --model), or an .onnx file from cnnvit export")
+    p.add_argument("images", metavar="IMAGES", nargs="+",
+                   help="image files, folders of images, or .npz archives")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="the model of a run directory: NAME or NAME/seed_<n>")
+    p.add_argument("--out", default="predictions.csv", help="the CSV to write")
+    p.add_argument("--top-k", dest="top_k", type=int, default=3, help="classes per image")
+    p.add_argument("--explain", default=None, metavar="DIR", help="also write each image's "
+                   "explanation overlay into DIR (Grad-CAM for CNNs, attention relevance for "
+                   "ViTs; needs a model directory)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                   help="images per batch (default: the model's eval_batch_size; 64 for ONNX)")
+    p.add_argument("--strict", action="store_true", help="refuse unreadable files instead of "
+                   "skipping them")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (model "
+                   "directories; default: the model's config)")
+
+
+def _export_parser(sub: Any) -> None:
+    p = _command(sub, "export", _cmd_export, "export a trained model to ONNX or TorchScript, "
+                 "with a parity check", [
+                     "cnnvit export runs/quick --model resnet18-small --format onnx",
+                     "cnnvit export runs/d-vit --format torchscript --out d-vit.pt "
+                     "--dynamic-batch",
+                 ], "Write the model's best checkpoint as one file plus a sidecar FILE.json "
+                    "(class names, input size\nand channels, mean/std, resize mode, the "
+                    "run's test metrics, versions, parity). The export is\nrun on the "
+                    "model's val split against PyTorch: the largest probability difference "
+                    "must be\n≤ 1e-4 and every predicted class the same, else nothing is "
+                    "written (exit 2).\nONNX needs pip install 'cnnvit[export]'.")
+    p.add_argument("model_path", metavar="MODEL", help="a model directory, or a run directory "
+                   "with --model")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="the model of a run directory: NAME or NAME/seed_<n>")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"))
+    p.add_argument("--out", default=None, help="the file to write (default: <model "
+                   "dir>/export/<model>.onnx or .torchscript.pt)")
+    p.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true",
+                   help="accept any batch size (default: batches of 1)")
+
+
+def _demo_parser(sub: Any) -> None:
+    p = _command(sub, "demo", _cmd_demo, "a local web page: every model's prediction and "
+                 "explanation of an image, side by side", [
+                     "cnnvit demo runs/quickstart   # then open http://127.0.0.1:7860/",
+                     "cnnvit demo runs/blood --port 8080 --top-k 5",
+                 ], "Serve a page for a run directory: upload an image (or pick one of the "
+                    "run's test samples) and\nsee, for every model, its top classes with "
+                    "probabilities, the map of the explain stage's\nmethod over the image, and "
+                    "its test accuracy with the run's confidence interval. Works\noffline: "
+                    "nothing on the page comes from another machine. Ctrl-C stops it.\n"
+                    "Needs pip install 'cnnvit[demo]' (docs/demo.md).")
+    p.add_argument("run_dir", metavar="DIR", help="a run directory (cnnvit run --out DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free one)")
+    p.add_argument("--top-k", dest="top_k", type=int, default=3, help="classes shown per model")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
+
+
 def _data_parser(sub: Any) -> None:
     synth = ("cnnvit data synth --out synth.npz --shape 28x28x3 --classes 8 "
              "--samples 800,100,200 --seed 0")
@@ -562,7 +673,7 @@ def _output_dir(args: argparse.Namespace) -> Path | None:
         return RunDir.for_mode(args.out, "reduced" if args.reduced else "full").root
     if args.command == "sweep" and args.out:
         return Path(args.out)
-    for name in ("run_dir", "model_dir", "cfg_out"):
+    for name in ("run_dir", "model_dir", "model_path", "cfg_out"):
         value = getattr(args, name, None)
         if value:
             return Path(value)

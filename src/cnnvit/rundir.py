@@ -67,6 +67,9 @@ MODEL_FILES = {
     "train.log": "the training log",
     "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
     "summary.json": "what the model is and cost: written last, once training finished",
+    "export/*.json": "what an exported model needs to be used: classes, input size, "
+                     "normalisation, test metrics, parity check (cnnvit export)",
+    "export/*": "the model exported to ONNX or TorchScript (cnnvit export)",
 }
 # what summary.json's `train_seconds` (the "training time" of every table and log) includes
 TRAINING_TIME = ("the training passes over the training split, all epochs: data on the device, "

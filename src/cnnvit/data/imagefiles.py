@@ -86,7 +86,7 @@ def read_images(files: list[Path], root: Path, *, size: int | None = None,
             decoded.append(decode(f))
             kept.append(i)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            reason = _reason(e, f)
+            reason = unreadable_reason(e, f)
             if strict:
                 raise DataError(f"{f} cannot be read as an image ({reason}); remove or replace "
                                 f"it (without --strict it would be skipped)") from e
@@ -109,7 +109,7 @@ def read_images(files: list[Path], root: Path, *, size: int | None = None,
     return Images(array, kept, notes)
 
 
-def _reason(error: Exception, path: Path) -> str:
+def unreadable_reason(error: Exception, path: Path) -> str:
     """Why a file could not be decoded, in a few words."""
     if path.is_file() and path.stat().st_size == 0:
         return "an empty file, 0 bytes"

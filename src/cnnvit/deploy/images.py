@@ -1,0 +1,157 @@
+"""The images `cnnvit predict` reads: files, folders (recursively) and npz archives, decoded
+with PIL as the training loader decodes them, in a thread pool one batch ahead.
+
+Decoding is `cnnvit.data.imagefiles.decode` (grey or RGB, transparency on white, 16-bit
+scaled); the channels are then made the model's: a grey image into a colour model is repeated
+into 3 channels (as the training loader unifies a mixed set), a colour image into a grey model
+becomes PIL's "L" (ITU-R 601-2 luma). An npz is read as `npz:<path>` datasets are, and each of
+its split arrays becomes images named `<file>:<split>:<index>`. No torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnvit.data.folder import SYSTEM_FILES, Walk
+from cnnvit.data.imagefiles import decode, unreadable_reason
+from cnnvit.data.npz import read_arrays
+from cnnvit.data.types import SPLITS
+from cnnvit.data.validate import to_images
+from cnnvit.errors import CnnvitError
+
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image: its name in the output, and its file or its pixels (from an npz)."""
+
+    name: str
+    path: Path | None = None
+    pixels: np.ndarray | None = None
+
+
+@dataclass
+class Loaded:
+    """A decoded input: uint8 H×W×C pixels in the model's channels, or why it is unreadable."""
+
+    item: Item
+    pixels: np.ndarray | None
+    reason: str = ""
+
+
+@dataclass
+class Inputs:
+    """Every image to predict, and the entries of the given folders that are not images."""
+
+    items: list[Item] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)
+
+
+def collect(paths: list[str]) -> Inputs:
+    """The images named by `paths`: files as given (whatever their extension), image files
+    anywhere under folders (sorted; hidden entries skipped as training does), npz archives."""
+    found = Inputs()
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            walk = Walk(path.resolve())
+            found.items += [Item(_shown(f, path), f) for f in walk.images(path.resolve())]
+            found.not_images += [s for s in walk.skipped if not _hidden(s)]
+        elif path.suffix.lower() == ".npz" and path.is_file():
+            found.items += _npz_items(path)
+        elif path.exists():
+            found.items.append(Item(text, path))
+        else:
+            raise CnnvitError(f"{text}: no such file or folder; pass image files, folders of "
+                              "images or an .npz archive")
+    if not found.items:
+        raise CnnvitError(f"no images in {', '.join(paths)}: expected image files (PNG, JPEG, "
+                          "TIFF, BMP, ...), folders holding them, or an .npz archive")
+    return found
+
+
+def _hidden(entry: str) -> bool:
+    """A skipped folder entry ("a/b (why)") that is hidden or OS metadata: not worth a note."""
+    name = entry.split(" (")[0].rsplit("/", 1)[-1]
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
+def _shown(file: Path, folder: Path) -> str:
+    """The name of a file found under `folder`, as the user would write it."""
+    return str(folder / file.relative_to(folder.resolve()))
+
+
+def _npz_items(path: Path) -> list[Item]:
+    """One item per image of each split array of a MedMNIST-layout npz."""
+    arrays = read_arrays(path)
+    items = []
+    for split in SPLITS:
+        images = to_images(arrays[f"{split}_images"], str(path), split)
+        items += [Item(f"{path}:{split}:{i}", pixels=images[i]) for i in range(len(images))]
+    return items
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 H×W or H×W×C pixels as H×W×`channels` (see the module docstring)."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    have = pixels.shape[2]
+    if have == channels:
+        return pixels
+    if have == 1 and channels == 3:
+        return np.repeat(pixels, 3, axis=2)
+    if have == 3 and channels == 1:
+        return np.asarray(Image.fromarray(pixels).convert("L"))[..., None]
+    raise CnnvitError(f"cannot give a {have}-channel image to a model of {channels} input "
+                      "channels; pass grey or RGB images")
+
+
+def load(item: Item, channels: int) -> Loaded:
+    """Decode one item into the model's channels; an unreadable file gives its reason."""
+    if item.pixels is not None:
+        return Loaded(item, to_channels(item.pixels, channels))
+    assert item.path is not None
+    try:
+        return Loaded(item, to_channels(decode(item.path).pixels, channels))
+    except DECODE_ERRORS as e:
+        return Loaded(item, None, unreadable_reason(e, item.path))
+
+
+def batches(items: list[Item], batch_size: int, channels: int,
+            workers: int | None = None) -> Iterator[list[Loaded]]:
+    """The items decoded, in order, `batch_size` at a time; a thread pool decodes the next
+    batch while the caller works on this one."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    starts = iter(range(0, len(items), batch_size))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        ahead: deque[list[Future[Loaded]]] = deque()
+
+        def submit() -> None:
+            start = next(starts, None)
+            if start is not None:
+                ahead.append([pool.submit(load, it, channels)
+                              for it in items[start:start + batch_size]])
+
+        submit()
+        submit()
+        while ahead:
+            futures = ahead.popleft()
+            submit()
+            yield [f.result() for f in futures]
+
+
+def by_size(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Indices of `images` grouped by their shape (each group is resized as one batch)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(i)
+    return [np.array(idx, dtype=np.int64) for idx in groups.values()]
