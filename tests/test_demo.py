@@ -28,7 +28,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnvit.cli import main
-from cnnvit.deploy.demo import MAX_PIXELS, create_app, listen, load_demo, read_image
+from cnnvit.deploy.demo_app import create_app, listen
+from cnnvit.deploy.demo_load import load_demo
+from cnnvit.deploy.demo_models import MAX_PIXELS, read_image
 from cnnvit.errors import CnnvitError
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

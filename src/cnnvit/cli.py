@@ -206,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from cnnvit.deploy.demo import run_demo  # checks for fastapi and uvicorn before torch loads
+    from cnnvit.deploy.demo_app import run_demo  # checks for fastapi and uvicorn before torch loads
 
     run_demo(args.run_dir, host=args.host, port=args.port, top_k=args.top_k, device=args.device)
     return 0

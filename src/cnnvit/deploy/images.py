@@ -116,14 +116,18 @@ def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
 
 
 def load(item: Item, channels: int) -> Loaded:
-    """Decode one item into the model's channels; an unreadable file gives its reason."""
+    """Decode one item into the model's channels, as a writable array (PIL's are read-only,
+    which `torch.from_numpy` in the training pipeline warns about); an unreadable file gives
+    its reason."""
     if item.pixels is not None:
-        return Loaded(item, to_channels(item.pixels, channels))
-    assert item.path is not None
-    try:
-        return Loaded(item, to_channels(decode(item.path).pixels, channels))
-    except DECODE_ERRORS as e:
-        return Loaded(item, None, unreadable_reason(e, item.path))
+        pixels = to_channels(item.pixels, channels)
+    else:
+        assert item.path is not None
+        try:
+            pixels = to_channels(decode(item.path).pixels, channels)
+        except DECODE_ERRORS as e:
+            return Loaded(item, None, unreadable_reason(e, item.path))
+    return Loaded(item, np.require(pixels, requirements="W"))
 
 
 def batches(items: list[Item], batch_size: int, channels: int,

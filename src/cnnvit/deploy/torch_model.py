@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from cnnvit.checkpoint import load_checkpoint
 from cnnvit.data.pipeline import resize_uint8
@@ -21,6 +22,7 @@ from cnnvit.engine.evaluate import predict
 from cnnvit.engine.runtime import amp_dtype, resolve_device
 from cnnvit.engine.setup import Setup
 from cnnvit.explain import explain
+from cnnvit.explain.methods import ATTENTION_METHODS
 from cnnvit.rundir import ModelDir
 
 
@@ -66,20 +68,24 @@ class TorchModel:
             probs[idx] = predict(self.model, pipe, self.batch_size, self.dtype)[0]
         return probs
 
-    def explain(self, images: list[np.ndarray], targets: np.ndarray
+    def explain(self, images: list[np.ndarray], targets: np.ndarray, method: str = "auto",
+                layer: str | nn.Module | None = None
                 ) -> tuple[list[np.ndarray], np.ndarray, str]:
         """(each image as the model saw it, uint8 S×S×C; its map of `targets`, S×S in [0, 1];
-        the method): the explain stage's default method for the model's family."""
+        the method used): `method` as `explain` takes it ("auto": the explain stage's default
+        for the model's family); the Grad-CAM methods weigh `layer` (None: their default)."""
         size, mode = self.facts.image_size, self.setup.cfg.resize_mode
+        kwargs = {"layer": layer} if layer is not None and method not in ATTENTION_METHODS \
+            else {}
         shown: list[np.ndarray] = [np.empty(0, np.uint8)] * len(images)
         maps = np.zeros((len(images), size, size), dtype=np.float32)
-        method = ""
+        used = ""
         for idx in by_size(images):
             group = [images[i] for i in idx]
             x = next(self._pipeline(group).batches(len(group)))[0]
-            found, method = explain(self.model, x, "auto", targets=targets[idx])
+            found, used = explain(self.model, x, method, targets=targets[idx], **kwargs)
             maps[idx] = found.numpy()
             seen = resize_uint8(torch.from_numpy(np.stack(group)).permute(0, 3, 1, 2), size, mode)
             for j, i in enumerate(idx):
                 shown[i] = seen[j].permute(1, 2, 0).numpy()
-        return shown, maps, method
+        return shown, maps, used
