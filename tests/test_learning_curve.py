@@ -4,6 +4,8 @@ only where the paired tests support it."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -26,7 +28,7 @@ def curve_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("curve")
     (root / "p.yaml").write_text(PRESET)
     assert main(["run", "--preset", str(root / "p.yaml"), "--train-fractions", "0.25,0.5,1.0",
-                 "--no-explain", "--quiet", "--out", str(root / "run")]) == 0
+                 "--no-explain", "--no-robustness", "--quiet", "--out", str(root / "run")]) == 0
     return root / "run"
 
 
@@ -54,6 +56,17 @@ def test_every_model_trains_on_the_same_nested_shares(curve_run):
     assert '"curve 0.25"' in manifest and '"train_fractions"' in manifest
     index = (curve_run / "ARTIFACTS.md").read_text()
     assert "not a cnnvit artifact" not in index
+
+
+@pytest.mark.slow
+def test_no_robustness_skips_the_stage_and_its_outputs(curve_run, capsys):
+    manifest = json.loads((curve_run / "manifest.json").read_text())
+    assert "robustness" not in manifest["stages"] and "compare" in manifest["stages"]
+    assert not list(curve_run.glob("results/robustness*"))
+    assert not (curve_run / "robustness").exists()
+    assert "Robustness" not in (curve_run / "report" / "report.md").read_text()
+    assert main(["plot", "robustness", str(curve_run)]) == 2
+    assert "the run skipped the robustness stage" in capsys.readouterr().err
 
 
 SIZES = pd.Series({0.1: 120, 0.25: 300, 0.5: 600, 1.0: 1200})

@@ -28,7 +28,7 @@ PER_MODEL = ["curves_{m}", "confusion_val_{m}", "confusion_val_{m}_normalized",
              "confusion_test_{m}", "confusion_test_{m}_normalized", "roc_test_{m}",
              "reliability_test_{m}"]
 COMBINED = ["curves_all", "roc_test_all", "metrics_test", "per_class_f1_test", "cost_test",
-            "faithfulness"]
+            "faithfulness", "robustness"]
 
 
 def _probs(rng: np.random.Generator, y: np.ndarray, k: int, skill: float) -> np.ndarray:
@@ -93,6 +93,13 @@ def make_run(root: Path, classes: list[str] = DIGITS, seeds: tuple[int, ...] = (
         (root / "results" / "statistics.json").write_text(json.dumps(
             {"settings": {"split": "test"}, "intervals": intervals, "pairs": [],
              "seeds": over_seeds}))
+        # the robustness stage: accuracy under two corruptions at severities 0 (clean) to 5
+        pd.DataFrame([{"model": m, "seed": s, "corruption": c if sev else "clean",
+                       "severity": sev, "accuracy": 0.9 - 0.1 * sev * (i + 1) / 2}
+                      for i, m in enumerate(models) for s in seeds or (None,)
+                      for c in ("blur", "noise") for sev in range(6)]
+                     ).drop_duplicates().to_csv(root / "results" / "robustness.csv",
+                                                index=False)
     return root
 
 
@@ -280,7 +287,8 @@ def test_figures_stage_without_explain_or_statistics(tmp_path: Path) -> None:
     root = make_run(tmp_path / "w", explain=False, statistics=False, models=(VIT,))
     Study(presets.load("quickstart"), root, quiet=True).stage_figures()
     log = next((root / "logs").glob("run_*.log")).read_text().splitlines()
-    count = len(PER_MODEL) + len(COMBINED) - 1  # all but faithfulness
+    # all but faithfulness and robustness (no robustness stage: skipped without a note)
+    count = len(PER_MODEL) + len(COMBINED) - 2
     assert log[-1] == f"  figures: {count} files in {root / 'figures'}"
     assert len(list((root / "figures").iterdir())) == count
     assert sum("no statistics.json: no error bars" in line for line in log) == 1

@@ -48,7 +48,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]
     ({"set": {"seed": 1}}, "chosen by the grid: use 'seeds'"),
     ({"slurm": {"gpu": 1}}, "unknown slurm key 'gpu'"),
     ({"slurm": {"time": "2h"}}, "slurm 'time' must be int"),
-    ({"explain": "no"}, "'explain' true or false"),
+    ({"explain": "no"}, "'explain' and 'robustness' true or false"),
+    ({"robustness": 1}, "'explain' and 'robustness' true or false"),
 ])
 def test_a_bad_grid_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  changes: dict, message: str) -> None:

@@ -24,7 +24,7 @@ from cnnvit.errors import CnnvitError, Interrupted, handling_signals, raise_inte
 from cnnvit.explain.methods import METHODS
 from cnnvit.plots import FORMATS, KINDS, SPLITS
 from cnnvit.report import FORMATS as REPORT_FORMATS
-from cnnvit.rundir import MODES
+from cnnvit.rundir import MODES, RunDir
 
 # flag → config key, for the flags every training-like command accepts
 CONFIG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -244,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     Study(preset, out, reduced=args.reduced, force=args.force, explain=not args.no_explain,
           quiet=args.quiet, explain_options=explain_options, train_fractions=fractions,
-          curve_schedule=args.curve_schedule).run()
+          curve_schedule=args.curve_schedule, robustness=not args.no_robustness).run()
     return 0
 
 
@@ -278,6 +278,23 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from cnnvit.compare import compare
+    from cnnvit.io import open_log
+    from cnnvit.robustness.stage import robustness_run
+
+    run = RunDir(args.run_dir)
+    if not run.root.is_dir():
+        raise CnnvitError(f"{run.root}: no such run directory; run `cnnvit run --out "
+                          f"{run.root}` first")
+    log = open_log(run.root / "logs" / "robustness.log")
+    robustness_run(run.root, seed=args.seed, force=args.force, device=args.device, logger=log)
+    written = compare(run.root)
+    for name in ("robustness", "robustness_summary", "robustness_tests", "summary"):
+        print(f"{name}: {written[name]}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from cnnvit.compare import compare
     from cnnvit.compare.sweep import is_sweep
@@ -299,7 +316,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     resources = {"partition": args.partition, "time": args.time, "gpus": args.gpus,
                  "mem": args.mem, "cpus": args.cpus}
     sweep(args.grid, args.out, dry_run=args.dry_run, parallel=args.jobs,
-          executor=args.executor, resources=resources, explain=not args.no_explain)
+          executor=args.executor, resources=resources, explain=not args.no_explain,
+          robustness=not args.no_robustness)
     return 0
 
 
@@ -359,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="on an internal error, print the "
                         "full traceback (else it is saved to a file, named on stderr)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_train_parser, _run_parser, _explain_parser, _compare_parser, _plot_parser,
+    for add in (_train_parser, _run_parser, _explain_parser, _robustness_parser,
+                _compare_parser, _plot_parser,
                 _report_parser, _evaluate_parser, _predict_parser, _export_parser, _demo_parser,
                 _data_parser,
                 _bench_parser, _sweep_parser):
@@ -393,8 +412,8 @@ def _run_parser(sub: Any) -> None:
         "cnnvit run --preset quickstart --seeds 42,43,44 --out runs/seeds",
         "cnnvit run --preset quickstart --train-fractions 0.1,0.25,0.5 --out runs/curve",
         "cnnvit run --list",
-    ], "Stages: data → train every model (and seed) → evaluate → explain → compare → figures\n"
-       "→ report. Re-running the same command continues where it stopped.")
+    ], "Stages: data → train every model (and seed) → evaluate → explain → robustness →\n"
+       "compare → figures → report. Re-running the same command continues where it stopped.")
     p.add_argument("--preset", default="quickstart", help="preset name (see --list) or a "
                    "YAML file")
     p.add_argument("--list", action="store_true", help="list the presets")
@@ -414,6 +433,8 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="retrain models that already finished")
     p.add_argument("--no-explain", action="store_true", help="skip the explain stage")
     _add_explain_options(p, "explain stage: ")
+    p.add_argument("--no-robustness", action="store_true", help="skip the robustness stage "
+                   "(every model on the test split under corruptions, docs/robustness.md)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config key for every model, or MODEL.KEY=VALUE for one (repeatable)")
@@ -440,6 +461,25 @@ def _explain_parser(sub: Any) -> None:
     p.add_argument("--device", default=None)
 
 
+def _robustness_parser(sub: Any) -> None:
+    p = _command(sub, "robustness", _cmd_robustness, "every model of a run on its test split "
+                 "under corruptions at five severities", [
+                     "cnnvit robustness runs/quickstart",
+                     "cnnvit robustness runs/blood --seed 1 --force"],
+                 "Evaluate every model of a run on the test split under the corruptions of its\n"
+                 "dataset (MedMNIST-C for MedMNIST, CIFAR-10-C / ImageNet-C otherwise) at\n"
+                 "severities 1–5, on identical seeded images cached in DIR/robustness/cache/;\n"
+                 "then the compare stage writes results/robustness*.csv and the summary's\n"
+                 "robustness section. `cnnvit run` does this as a stage (--no-robustness skips "
+                 "it).\ndocs/robustness.md lists the corruptions.")
+    p.add_argument("run_dir")
+    p.add_argument("--seed", type=int, default=0, help="the corruptions' seed (identical "
+                   "images for every model)")
+    p.add_argument("--force", action="store_true", help="predict again even where the "
+                   "predictions are up to date")
+    p.add_argument("--device", default=None)
+
+
 def _sweep_parser(sub: Any) -> None:
     p = _command(sub, "sweep", _cmd_sweep, "many `cnnvit run` studies from one grid file", [
         "cnnvit sweep configs/sweep-medmnist-sizes.yaml --dry-run",
@@ -458,6 +498,8 @@ def _sweep_parser(sub: Any) -> None:
                    "sharing the CPU threads; slurm: the array's parallelism)")
     p.add_argument("--executor", default="local", choices=("local", "slurm"))
     p.add_argument("--no-explain", action="store_true", help="skip every job's explain stage")
+    p.add_argument("--no-robustness", action="store_true", help="skip every job's robustness "
+                   "stage")
     for flag, kind, text in (("--partition", str, "Slurm partition"),
                              ("--time", int, "minutes per job"),
                              ("--gpus", int, "GPUs per job"), ("--mem", int, "GB per job"),
@@ -481,8 +523,8 @@ def _plot_parser(sub: Any) -> None:
         "cnnvit plot roc runs/quick --model vit-small-input --format pdf",
     ], "Draw figures into DIR/figures/ from the files the run wrote (no model, no GPU):\n"
        "training curves, confusion matrices, ROC curves, reliability diagrams, accuracy\n"
-       "against cost, deletion/insertion curves, metric bars; the same files give the same "
-       "bytes.")
+       "against cost, deletion/insertion curves, metric bars, the learning curve, accuracy\n"
+       "under corruption; the same files give the same bytes.")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("run_dir")
     p.add_argument("--model", default=None, help="only this model's figures")
@@ -667,8 +709,6 @@ def _internal_error(exc: Exception, args: argparse.Namespace) -> int:
 
 def _output_dir(args: argparse.Namespace) -> Path | None:
     """The existing directory the command writes to (a run or model directory), if any."""
-    from cnnvit.rundir import RunDir
-
     if args.command == "run" and args.out:
         return RunDir.for_mode(args.out, "reduced" if args.reduced else "full").root
     if args.command == "sweep" and args.out:

@@ -3,10 +3,12 @@
     DIR/manifest.json  DIR/logs/run_<timestamp>.log  DIR/models/<name>[/seed_<n>]/
     DIR/results/  DIR/explain/  DIR/figures/  DIR/report/
     DIR/curves/fraction_<f>/models/<name>[/seed_<n>]/   (learning curves: `--train-fractions`)
+    DIR/robustness/{options.json,cache/<corruption>.npz}  (the corrupted test sets)
 
 A model directory holds config.yaml, history.csv, checkpoints/{best,last}.pt,
-metrics_<split>.json, predictions_<split>.csv, train.log and, once training has finished,
-summary.json. Every stage that reads or writes these goes through `RunDir` and `ModelDir`.
+metrics_<split>.json, predictions_<split>.csv, train.log, once training has finished
+summary.json and, after the robustness stage, predictions_robustness.npz. Every stage that
+reads or writes these goes through `RunDir` and `ModelDir`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ RUN_FILES = {
                      "config, stage timings, mode",
     "logs/run_*.log": "the lines `cnnvit run` printed, one file per invocation",
     "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
+    "logs/robustness.log": "the lines `cnnvit robustness` printed",
     "logs/sweep_job.log": "what `cnnvit sweep` ran for this job, and its output",
     ARTIFACTS_FILE: "this index",
     "results/final_comparison.csv": "every metric, val and test, with parameters, FLOPs, time, "
@@ -46,6 +49,15 @@ RUN_FILES = {
                                   "and number of training images",
     "results/learning_curve_tests.csv": "the paired test between the models at each training "
                                         "set size",
+    "results/robustness.csv": "test accuracy, macro-F1 and drop from clean per model, "
+                              "corruption and severity",
+    "results/robustness_summary.csv": "per model: clean accuracy, mean corruption accuracy and "
+                                      "relative robustness",
+    "results/robustness_tests.csv": "the paired test between the models under each "
+                                    "corruption at the middle severity",
+    "robustness/options.json": "the corruption set, its reference and the seed",
+    "robustness/cache/*.npz": "a corrupted test set at severities 1–5 (uint8), shared by every "
+                              "model",
     "explain/samples.csv": "the samples every model explains (seeded, shared)",
     "explain/options.json": "the options the explanations were made with",
     "explain/faithfulness*.csv": "deletion and insertion scores per sample (and curves), "
@@ -67,6 +79,8 @@ MODEL_FILES = {
     "train.log": "the training log",
     "logs/crash-*.log": "the traceback of an internal error (`cnnvit --debug` prints it)",
     "summary.json": "what the model is and cost: written last, once training finished",
+    "predictions_robustness.npz": "the predicted class of every test sample, clean and under "
+                                  "every corruption × severity",
     "export/*.json": "what an exported model needs to be used: classes, input size, "
                      "normalisation, test metrics, parity check (cnnvit export)",
     "export/*": "the model exported to ONNX or TorchScript (cnnvit export)",
@@ -102,6 +116,11 @@ class ModelDir:
 
     def predictions(self, split: str) -> Path:
         return self.path / f"predictions_{split}.csv"
+
+    @property
+    def robustness(self) -> Path:
+        """predictions_robustness.npz: the robustness stage's predictions."""
+        return self.path / "predictions_robustness.npz"
 
     @property
     def finished(self) -> bool:
@@ -144,6 +163,7 @@ class RunDir:
         self.manifest = self.root / "manifest.json"
         self.results = self.root / "results"
         self.explain = self.root / "explain"
+        self.robustness = self.root / "robustness"
         self.figures = self.root / "figures"
         self.report = self.root / "report"
 

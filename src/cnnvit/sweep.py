@@ -32,7 +32,7 @@ from cnnvit.io import atomic_write_json, make_dir, read_json
 from cnnvit.rundir import RunDir
 
 GRID_KEYS = ("description", "preset", "datasets", "models", "image_sizes", "seeds", "set",
-             "slurm", "explain")
+             "slurm", "explain", "robustness")
 LISTS = {"datasets": str, "models": str, "image_sizes": int, "seeds": int}
 SLURM_KEYS: dict[str, type] = {"partition": str, "time": int, "gpus": int, "mem": int,
                                "cpus": int}
@@ -58,6 +58,7 @@ class Grid:
     axes: dict[str, list[Any]]  # `set:` keys with a list of values
     slurm: dict[str, Any]
     explain: bool
+    robustness: bool
     raw: dict[str, Any] = field(repr=False)
 
 
@@ -75,6 +76,7 @@ class Job:
     dir: str
     preset: str
     explain: bool
+    robustness: bool = True
 
     def argv(self, root: Path, threads: int) -> list[str]:
         """The `cnnvit run` command line of this job (an argument list, never a shell string)."""
@@ -86,7 +88,8 @@ class Job:
             argv += ["--threads", str(threads)]
         for key, value in self.settings.items():
             argv += ["--set", f"{key}={_set_text(value)}"]
-        return argv + ([] if self.explain else ["--no-explain"])
+        return (argv + ([] if self.explain else ["--no-explain"])
+                + ([] if self.robustness else ["--no-robustness"]))
 
 
 def _set_text(value: Any) -> str:
@@ -165,16 +168,17 @@ def read_grid(path: str | Path) -> Grid:
                           f"{', '.join(GRID_KEYS)}")
     lists = {key: _list(raw, key, kind, where) for key, kind in LISTS.items()}
     preset = raw.get("preset", "quickstart")
-    explain = raw.get("explain", True)
-    if not isinstance(preset, str) or not isinstance(explain, bool):
-        raise ConfigError(f"{where}: 'preset' must be a name or a path and 'explain' true or "
-                          "false")
+    explain, robustness = raw.get("explain", True), raw.get("robustness", True)
+    if not isinstance(preset, str) or not all(isinstance(b, bool) for b in (explain, robustness)):
+        raise ConfigError(f"{where}: 'preset' must be a name or a path, and 'explain' and "
+                          "'robustness' true or false")
     if preset.endswith((".yaml", ".yml")) and not Path(preset).is_absolute():
         preset = str((path.parent / preset).resolve())  # relative to the grid file
     fixed, axes = _settings(raw.get("set") or {}, lists["models"], where)
     return Grid(path=path, preset=preset, datasets=lists["datasets"], models=lists["models"],
                 image_sizes=lists["image_sizes"], seeds=lists["seeds"], fixed=fixed, axes=axes,
-                slurm=_slurm(raw.get("slurm") or {}, where), explain=explain, raw=raw)
+                slurm=_slurm(raw.get("slurm") or {}, where), explain=explain,
+                robustness=robustness, raw=raw)
 
 
 def plan(grid: Grid) -> list[Job]:
@@ -191,7 +195,8 @@ def plan(grid: Grid) -> list[Job]:
         jobs.append(Job(id=len(jobs), dataset=dataset, models=tuple(grid.models),
                         image_size=size, seed=seed, variant=variant,
                         settings={**grid.fixed, **chosen}, dir="/".join(parts),
-                        preset=grid.preset, explain=grid.explain))
+                        preset=grid.preset, explain=grid.explain,
+                        robustness=grid.robustness))
     return jobs
 
 
@@ -332,7 +337,7 @@ def describe(root: Path, job: Job) -> str:
 
 def sweep(grid_file: str | Path, out: str | Path | None = None, *, dry_run: bool = False,
           parallel: int = 1, executor: str = "local", resources: dict[str, Any] | None = None,
-          explain: bool = True, cluster: str | None = None,
+          explain: bool = True, robustness: bool = True, cluster: str | None = None,
           say: Callable[[str], None] = print) -> list[Job]:
     """Plan, check and run (or submit, or list) a grid's jobs; return the jobs planned.
 
@@ -342,6 +347,7 @@ def sweep(grid_file: str | Path, out: str | Path | None = None, *, dry_run: bool
         raise CnnvitError(f"--jobs must be at least 1; got {parallel}")
     grid = read_grid(grid_file)
     grid.explain = grid.explain and explain
+    grid.robustness = grid.robustness and robustness
     root = Path(out or Path("sweeps") / grid.path.stem)
     jobs = plan(grid)
     check(grid, jobs)

@@ -1,11 +1,12 @@
 """`cnnvit run`: the staged comparison study, resumable, timed and recorded.
 
-Stages: data → train (every model × seed) → evaluate → explain → compare → figures → report,
-then `DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and duration to stdout and
-`DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records versions, device, data, configs
-and stage timings. Re-running the same command continues: finished models are kept (unless
-`force`), interrupted ones resume from their last checkpoint. SIGINT and SIGTERM (Slurm's
-time limit) stop the run with a line in the log and the stopped stage in the manifest.
+Stages: data → train (every model × seed) → evaluate → explain → robustness → compare →
+figures → report, then `DIR/ARTIFACTS.md` indexes every file. Each stage logs its start and
+duration to stdout and `DIR/logs/run_<timestamp>.log`; `DIR/manifest.json` records versions,
+device, data, configs and stage timings. Re-running the same command continues: finished
+models are kept (unless `force`), interrupted ones resume from their last checkpoint. SIGINT
+and SIGTERM (Slurm's time limit) stop the run with a line in the log and the stopped stage in
+the manifest.
 
 Under torchrun every process trains each model together (DistributedDataParallel); rank 0
 alone writes the log and the manifest, and runs the stages after training on its own.
@@ -107,7 +108,7 @@ class Study:
                  force: bool = False, explain: bool = True, quiet: bool = False,
                  explain_options: dict[str, Any] | None = None,
                  train_fractions: list[float] | None = None,
-                 curve_schedule: str = "epochs") -> None:
+                 curve_schedule: str = "epochs", robustness: bool = True) -> None:
         self.preset = preset
         # learning curves: the shares of the training split below 1 (1 is the main study)
         shares = preset.train_fractions if train_fractions is None else train_fractions
@@ -118,6 +119,7 @@ class Study:
         self.root = self.run_dir.root
         self.force = force
         self.explain = explain
+        self.robustness = robustness
         self.explain_options = explain_options or {}
         self.quiet = quiet
         self.world = distributed.world_from_env()
@@ -294,6 +296,11 @@ class Study:
         atomic_write_text(stamp, json.dumps(self.explain_options, sort_keys=True))
         self.log.info(f"  explanations: {out}")
 
+    def stage_robustness(self) -> None:
+        from cnnvit.robustness.stage import robustness_run
+
+        robustness_run(self.root, force=self.force, logger=self.log)
+
     def stage_compare(self) -> None:
         from cnnvit.compare import compare
 
@@ -325,14 +332,14 @@ class Study:
                   **{f"curve {f:g}": functools.partial(self.stage_train, f)
                      for f in self.fractions},
                   "evaluate": self.stage_evaluate, "explain": self.stage_explain,
-                  "compare": self.stage_compare, "figures": self.stage_figures,
-                  "report": self.stage_report}
+                  "robustness": self.stage_robustness, "compare": self.stage_compare,
+                  "figures": self.stage_figures, "report": self.stage_report}
         if not self.world.is_main:  # the other ranks of a torchrun job help train, nothing else
             stages = {name: run_stage for name, run_stage in stages.items()
                       if name in ("data", "train") or name.startswith("curve ")}
         with handling_signals(raise_interrupted):
             for name, run_stage in stages.items():
-                if name != "explain" or self.explain:
+                if {"explain": self.explain, "robustness": self.robustness}.get(name, True):
                     with self.stage(name):
                         run_stage()
         if not self.world.is_main:

@@ -4,18 +4,21 @@
                                     "per_class_accuracy": Path, ["seed_summary": Path,]
                                     "statistics_csv": Path, "statistics_json": Path,
                                     ["learning_curve": Path, "learning_curve_tests": Path,]
+                                    ["robustness": Path, "robustness_summary": Path,
+                                     "robustness_tests": Path,]
                                     "summary": Path}
 
 Reads only `DIR/models/<name>[/seed_<n>]/{metrics_val,metrics_test,summary}.json` and
 `predictions_test.csv`, `DIR/manifest.json` (mode) and, when present,
-`DIR/explain/{faithfulness,sanity}.csv`.
+`DIR/explain/{faithfulness,sanity}.csv`, the learning curve's models under `DIR/curves/` and
+each model's `predictions_robustness.npz`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cnnvit.compare import collect, curves, statistics, summary, tables
+from cnnvit.compare import collect, curves, robustness, statistics, summary, tables
 from cnnvit.errors import CnnvitError
 from cnnvit.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from cnnvit.rundir import RunDir
@@ -64,9 +67,19 @@ def compare(run_dir: str | Path, *, mode: str | None = None,
         for name, df in zip(("learning_curve", "learning_curve_tests"), curve, strict=True):
             written[name] = results / f"{name}.csv"
             atomic_write_csv(df.assign(mode=mode), written[name])
+    robust = robustness.tables(runs)
+    for name in robustness.NAMES:
+        if robust is not None:
+            written[name] = results / f"{name}.csv"
+            atomic_write_csv(robust[name].assign(mode=mode), written[name])
+        else:  # the stage did not run (--no-robustness): no stale table from an earlier one
+            (results / f"{name}.csv").unlink(missing_ok=True)
     written["summary"] = results / "summary.md"
-    text = summary.render(final, mode, collect.read_explain_csv(run, "faithfulness.csv"),
-                          collect.read_explain_csv(run, "sanity.csv"), stats,
-                          curves.crossover_sentences(*curve) if curve is not None else None)
+    text = summary.render(
+        final, mode, collect.read_explain_csv(run, "faithfulness.csv"),
+        collect.read_explain_csv(run, "sanity.csv"), stats,
+        curves.crossover_sentences(*curve) if curve is not None else None,
+        robustness.sentences(robust["robustness_summary"], robust["robustness_tests"])
+        if robust is not None else None)
     atomic_write_text(written["summary"], text)
     return written

@@ -381,10 +381,12 @@ SYNTHETIC_WARNING = ("**Warning: SYNTHETIC data.** These numbers come from gener
 
 def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
            sanity: pd.DataFrame | None = None, statistics: dict[str, Any] | None = None,
-           learning_curve: list[str] | None = None) -> str:
+           learning_curve: list[str] | None = None, robustness: list[str] | None = None
+           ) -> str:
     """The whole summary.md text, from final_comparison rows, statistics.json's content (no
-    verdict without it), the explain stage's faithfulness and sanity tables and the learning
-    curve's sentences (`curves.crossover_sentences`)."""
+    verdict without it), the explain stage's faithfulness and sanity tables, the learning
+    curve's sentences (`curves.crossover_sentences`) and the robustness sentences
+    (`robustness.sentences`)."""
     test = final[final["split"] == "test"]
     stats = model_stats(test)
     families = test.groupby("model", sort=False)["family"].first()
@@ -406,6 +408,10 @@ def render(final: pd.DataFrame, mode: str, faithfulness: pd.DataFrame | None,
         sections.append(Section("Learning curve (test accuracy against training images)", [
             Bullets(learning_curve), Para("Points, intervals and tests: learning_curve.csv and "
                                           "learning_curve_tests.csv.")]))
+    if robustness:
+        sections.append(Section("Robustness to corruptions (test split)", [
+            Bullets(robustness), Para("Per corruption and severity: robustness.csv; per model: "
+                                      "robustness_summary.csv; tests: robustness_tests.csv.")]))
     if faithfulness is not None:
         sections.append(faithfulness_section(faithfulness, sanity))
     sections.append(Section("Provenance", [Para(

@@ -12,6 +12,8 @@ Each kind writes `DIR/figures/<name>.<fmt>`:
     metrics       metrics_<split>, per_class_f1_<split>: bars, CIs from statistics.json
     cost          cost_<split>: accuracy against parameters, FLOPs and training time
     faithfulness  faithfulness: mean deletion / insertion curves against a random map
+    learning      learning_curve: test accuracy and macro-F1 against training images
+    robustness    robustness: test accuracy against corruption severity, per corruption
 
 `<split>` is test, or val and test for confusion matrices (`--split` picks one). `<model>`
 is the model's name, `<model>_seed<n>` with several seeds. A figure that compares
@@ -22,6 +24,6 @@ line reads `KINDS` from it).
 """
 
 KINDS = ("curves", "confusion", "roc", "reliability", "cost", "faithfulness", "metrics",
-         "learning", "all")
+         "learning", "robustness", "all")
 FORMATS = ("png", "pdf", "svg")
 SPLITS = ("val", "test")

@@ -20,6 +20,7 @@ from cnnvit.plots import (
     faithfulness,
     learning,
     reliability,
+    robustness,
     roc,
     sources,
     style,
@@ -31,7 +32,7 @@ DRAWINGS: dict[str, Callable[[Source, Options], list[style.Drawing]]] = {
     "curves": training.drawings, "confusion": confusion.drawings, "roc": roc.drawings,
     "reliability": reliability.drawings, "cost": cost.drawings,
     "faithfulness": faithfulness.drawings, "metrics": bars.drawings,
-    "learning": learning.drawings,
+    "learning": learning.drawings, "robustness": robustness.drawings,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from cnnvit.compare import collect
+from cnnvit.compare import collect, robustness
 from cnnvit.compare.summary import failed_sanity, model_stats, not_learned
 from cnnvit.compare.verdicts import Verdicts
 from cnnvit.errors import CnnvitError
@@ -31,6 +31,7 @@ class Facts:
     faithfulness: pd.DataFrame | None
     sanity: pd.DataFrame | None
     learning_curve: tuple[pd.DataFrame, pd.DataFrame] | None  # points and tests, if trained
+    robustness: dict[str, pd.DataFrame] | None  # results/robustness*.csv, if the stage ran
 
     @cached_property
     def test(self) -> pd.DataFrame:
@@ -105,7 +106,16 @@ def load(run_dir: str | Path) -> Facts:
                  per_class=_csv(needed[1]), statistics=read_json(needed[2]), configs=configs,
                  faithfulness=collect.read_explain_csv(run, "faithfulness.csv"),
                  sanity=collect.read_explain_csv(run, "sanity.csv"),
-                 learning_curve=_learning_curve(run))
+                 learning_curve=_learning_curve(run), robustness=_robustness(run))
+
+
+def _robustness(run: RunDir) -> dict[str, pd.DataFrame] | None:
+    """results/robustness.csv, robustness_summary.csv and robustness_tests.csv, when the
+    robustness stage ran."""
+    paths = {name: run.results / f"{name}.csv" for name in robustness.NAMES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {name: _csv(path) for name, path in paths.items()}
 
 
 def _learning_curve(run: RunDir) -> tuple[pd.DataFrame, pd.DataFrame] | None:
