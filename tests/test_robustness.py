@@ -251,3 +251,25 @@ def test_the_cache_is_reused_only_for_the_same_inputs(tmp_path: Path) -> None:
     path.write_bytes(b"damaged")
     assert np.array_equal(corruptions.cached(path, images, cset, "gaussian_noise", 1, cpu),
                           other)
+
+
+@pytest.mark.slow
+def test_a_medmnist_run_is_tested_under_its_medmnist_c_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BloodMNIST-format file (28 px RGB): the stage uses MedMNIST-C's bloodmnist set."""
+    from tests.fakes import trust, write_fake
+
+    trust(monkeypatch, "bloodmnist", write_fake(tmp_path, "bloodmnist"))
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dataset: bloodmnist\nseeds: [0]\ncommon: {epochs: 1, threads: 1}\n"
+                      "models:\n  cnn: {model: resnet18-small, batch_size: 8}\n")
+    run = tmp_path / "run"
+    assert main(["run", "--preset", str(preset), "--data-root", str(tmp_path), "--no-explain",
+                 "--quiet", "--out", str(run)]) == 0
+    options = _options(run)
+    assert options["reference"].startswith("MedMNIST-C (bloodmnist")
+    assert options["corruptions"] == list(corruptions.medmnist_c.SETS["bloodmnist"])
+    table = pd.read_csv(run / "results" / "robustness.csv")
+    assert len(table) == 1 + 5 * len(options["corruptions"])
+    with np.load(run / "robustness" / "cache" / "bubble.npz") as f:
+        assert f["images"].shape == (5, 16, 28, 28, 3)
