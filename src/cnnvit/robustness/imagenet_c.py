@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnvit.robustness.codec import jpeg
+from cnnvit.robustness import pillow
 
 NAMES: tuple[str, ...] = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur",
                           "motion_blur", "contrast", "brightness", "pixelate", "jpeg_compression")
@@ -58,7 +58,6 @@ _IMAGENET: dict[str, tuple] = {
     "pixelate": (0.6, 0.5, 0.4, 0.3, 0.25),
     "jpeg_compression": (25, 18, 15, 10, 7),
 }
-_FIXED_BITS = 22  # Pillow's fixed-point precision of 8-bit resampling coefficients
 
 
 def parameters(name: str, image_size: int) -> tuple:
@@ -104,13 +103,13 @@ def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator,
     return make(shape, generator=generator, device=generator.device).to(device)
 
 
-def _gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
     """Additive Gaussian noise of std `std` (of the [0, 1] range), independent per value."""
     noise = _draw("randn", tuple(x.shape), generator, x.device)
     return _quantize(x.float() + noise * (255.0 * std))
 
 
-def _shot_noise(x: torch.Tensor, photons: float, generator: torch.Generator) -> torch.Tensor:
+def shot_noise(x: torch.Tensor, photons: float, generator: torch.Generator) -> torch.Tensor:
     """Poisson counts of `photons` × intensity. `torch.poisson` samples on its input's device,
     so a generator on another device than the images costs a copy each way."""
     rate = (x.float() * (photons / 255.0)).to(generator.device)
@@ -118,7 +117,7 @@ def _shot_noise(x: torch.Tensor, photons: float, generator: torch.Generator) -> 
     return _quantize(counts * (255.0 / photons))
 
 
-def _impulse_noise(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
     """Salt and pepper (scikit-image's `s&p`): each value becomes 255 or 0 (equally likely)
     with probability `amount`, independently per channel."""
     flipped = _draw("rand", tuple(x.shape), generator, x.device) < amount
@@ -226,48 +225,19 @@ def _brightness(x: torch.Tensor, shift: float, _: torch.Generator) -> torch.Tens
     return _quantize(torch.where(value > 0, scaled, raised) * 255.0)
 
 
-def _box_coefficients(size_in: int, size_out: int) -> torch.Tensor:
-    """Pillow's BOX resampling of one axis (`size_out`×`size_in`), in its 8-bit fixed point:
-    an output pixel averages the input pixels whose centres fall in its box; when enlarging,
-    that is the nearest pixel (as Pillow's NEAREST)."""
-    scale = size_in / size_out
-    support = 0.5 * max(scale, 1.0)
-    centre = (torch.arange(size_out, dtype=torch.float64) + 0.5) * scale
-    first = torch.floor(centre - support + 0.5).clamp(min=0)[:, None]
-    stop = torch.floor(centre + support + 0.5).clamp(max=size_in)[:, None]
-    pos = torch.arange(size_in, dtype=torch.float64)[None, :]
-    arg = (pos - centre[:, None] + 0.5) * (1.0 / max(scale, 1.0))
-    weight = ((pos >= first) & (pos < stop) & (arg > -0.5) & (arg <= 0.5)).to(torch.float64)
-    weight /= weight.sum(dim=1, keepdim=True)
-    return torch.floor(0.5 + weight * 2 ** _FIXED_BITS)
-
-
-def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 N×C×H×W resized as Pillow's `resize(..., BOX)` does it: horizontal pass, rounded
-    to uint8, then vertical pass (fixed-point coefficients, exact in float64)."""
-    half = 2.0 ** (_FIXED_BITS - 1)
-    cols = _box_coefficients(x.shape[3], width).to(x.device)
-    rows = _box_coefficients(x.shape[2], height).to(x.device)
-    y = torch.floor((x.double() @ cols.T + half) / 2 ** _FIXED_BITS).clamp(0, 255)
-    y = torch.floor((rows @ y + half) / 2 ** _FIXED_BITS).clamp(0, 255)
-    return y.to(torch.uint8)
-
-
 def _pixelate(x: torch.Tensor, factor: float, _: torch.Generator) -> torch.Tensor:
-    """Box-downscaled by `factor` (sizes truncated), then enlarged back to the nearest pixel."""
-    h, w = x.shape[2:]
-    small = _resize(x, int(h * factor), int(w * factor))
-    return _resize(small, h, w)
+    """`pillow.pixelate` by `factor`."""
+    return pillow.pixelate(x, factor)
 
 
 def _jpeg_compression(x: torch.Tensor, quality: int, _: torch.Generator) -> torch.Tensor:
-    """JPEG round trip at `quality` (`codec.jpeg`)."""
-    return jpeg(x, quality)
+    """JPEG round trip at `quality` (`pillow.jpeg`)."""
+    return pillow.jpeg(x, quality)
 
 
 _APPLY: dict[str, Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]] = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise,
-    "impulse_noise": _impulse_noise, "defocus_blur": _defocus_blur,
+    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise, "defocus_blur": _defocus_blur,
     "motion_blur": _motion_blur, "contrast": _contrast, "brightness": _brightness,
     "pixelate": _pixelate, "jpeg_compression": _jpeg_compression,
 }

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from cnnvit.robustness.codec import jpeg
+from cnnvit.robustness import imagenet_c, pillow
 
 REFERENCE_SIZE = 224  # the image size the package's definitions are made for
 
@@ -165,7 +165,6 @@ FAMILY: dict[str, str] = {
     "shot_noise": "noise",
     "bubble": "artefact", "gamma_corr_up": "artefact", "gamma_corr_down": "artefact",
 }
-_FIXED_BITS = 22  # Pillow's fixed-point precision of 8-bit resampling coefficients
 _RGB_DATASETS = frozenset({"bloodmnist", "pathmnist", "retinamnist"})  # registry DATASET_RGB
 
 
@@ -244,52 +243,14 @@ def _randint(low: torch.Tensor | int, high: torch.Tensor | int, shape: tuple[int
 
 # --- digital -----------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=64)
-def _box_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pillow's BOX resampling coefficients (Resample.c) from `in_size` to `out_size` px:
-    each output pixel averages the input pixels whose centres fall in its box (nearest
-    neighbour when enlarging). Returns out×K input indices and weights in Pillow's 8-bit
-    fixed point (units of 2^-22; zero-weight taps padded)."""
-    scale = in_size / out_size
-    filter_scale = max(scale, 1.0)
-    support = 0.5 * filter_scale
-    centre = (torch.arange(out_size, dtype=torch.float64) + 0.5) * scale
-    first = torch.floor(centre - support + 0.5).clamp(min=0)
-    stop = torch.floor(centre + support + 0.5).clamp(max=in_size)
-    i = torch.arange(in_size, dtype=torch.float64)
-    d = (i[None, :] - centre[:, None] + 0.5) / filter_scale
-    w = ((d > -0.5) & (d <= 0.5) & (i[None, :] >= first[:, None]) & (i[None, :] < stop[:, None]))
-    w = torch.floor(w.double() / w.sum(1, keepdim=True).clamp(min=1) * 2**_FIXED_BITS + 0.5)
-    taps = int((w > 0).sum(1).max())
-    weight, index = w.topk(taps, dim=1)
-    return index, weight
-
-
-def _pil_resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """PIL `resize((size, size), Image.BOX)` of N×C×S×S uint8: the horizontal pass, then the
-    vertical, each rounded to uint8 as Pillow's fixed point does (exact in float64)."""
-    dtype = _real(x.device)
-    index, weight = (t.to(x.device) for t in _box_taps(x.shape[-1], size))
-    weight = weight.to(dtype)
-    y = x.to(dtype)
-    for dim in (-1, -2):
-        acc = torch.zeros((), dtype=dtype, device=x.device)
-        for k in range(index.shape[1]):
-            w = weight[:, k] if dim == -1 else weight[:, k, None]
-            acc = acc + y.index_select(dim, index[:, k]) * w
-        y = torch.floor((acc + 2 ** (_FIXED_BITS - 1)) / 2**_FIXED_BITS).clamp(0, 255)
-    return y.to(torch.uint8)
-
-
 def _pixelate(x: torch.Tensor, factor: float, generator: torch.Generator) -> torch.Tensor:
-    """Box-downscale to `int(side * factor)` px and box-upscale back (PIL, as the package)."""
-    side = x.shape[-1]
-    return _pil_resize(_pil_resize(x, int(side * factor)), side)
+    """`pillow.pixelate` by `factor` (the package's PIL BOX down and up)."""
+    return pillow.pixelate(x, factor)
 
 
 def _jpeg(x: torch.Tensor, quality: int, generator: torch.Generator) -> torch.Tensor:
-    """JPEG at `quality` (`codec.jpeg`: Pillow's, as the package's)."""
-    return jpeg(x, quality)
+    """JPEG at `quality` (`pillow.jpeg`, as the package's)."""
+    return pillow.jpeg(x, quality)
 
 
 # --- blur --------------------------------------------------------------------------------
@@ -436,7 +397,7 @@ def _gamma(x: torch.Tensor, gamma: float, generator: torch.Generator) -> torch.T
     return _gamma_table(float(gamma)).to(x.device)[x.long()]
 
 
-# --- noise -------------------------------------------------------------------------------
+# --- noise (Gaussian, shot and impulse noise are ImageNet-C's: `imagenet_c`) -------------
 
 def _normal(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dtype = torch.float32 if generator.device.type == "mps" else torch.float64
@@ -444,35 +405,10 @@ def _normal(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return z.to(x.device, _real(x.device))
 
 
-def _gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    """Additive N(0, std²) noise on [0, 1] values, clipped; truncated (per channel)."""
-    y = x.to(_real(x.device)) / 255.0
-    return _truncate((y + std * _normal(x, generator)).clamp(0, 1) * 255)
-
-
 def _speckle_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
     """Multiplicative noise x + x N(0, std²) on [0, 1] values, clipped; truncated."""
     y = x.to(_real(x.device)) / 255.0
     return _truncate((y + y * std * _normal(x, generator)).clamp(0, 1) * 255)
-
-
-def _shot_noise(x: torch.Tensor, photons: float, generator: torch.Generator) -> torch.Tensor:
-    """Poisson(photons × value) / photons on [0, 1] values, clipped; truncated. The counts are
-    drawn on the generator's device."""
-    y = x.to(_real(x.device)) / 255.0
-    rate = (y * photons).to(generator.device)
-    if generator.device.type == "mps":
-        rate = rate.float()
-    counts = torch.poisson(rate, generator=generator).to(x.device, y.dtype)
-    return _truncate((counts / photons).clamp(0, 1) * 255)
-
-
-def _impulse_noise(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
-    """Salt and pepper (scikit-image `s&p`): each value becomes 255 or 0, equally likely,
-    with probability `amount`, per channel."""
-    flipped = _uniform(tuple(x.shape), generator, x.device) <= amount
-    salted = _uniform(tuple(x.shape), generator, x.device) <= 0.5
-    return torch.where(flipped, salted.to(torch.uint8) * 255, x)
 
 
 # --- artefact ----------------------------------------------------------------------------
@@ -560,9 +496,9 @@ _APPLY: dict[str, Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]] 
     "saturate": _saturate,
     "gamma_corr_up": _gamma,
     "gamma_corr_down": _gamma,
-    "gaussian_noise": _gaussian_noise,
+    "gaussian_noise": imagenet_c.gaussian_noise,
     "speckle_noise": _speckle_noise,
-    "shot_noise": _shot_noise,
-    "impulse_noise": _impulse_noise,
+    "shot_noise": imagenet_c.shot_noise,
+    "impulse_noise": imagenet_c.impulse_noise,
     "bubble": _bubble,
 }
