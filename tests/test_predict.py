@@ -3,7 +3,9 @@
 The key check: a test sample written to a PNG at its stored size and predicted through the
 command gives the probabilities of that model directory's predictions_test.csv (the quickstart
 run's digits models at their native 8 px, and a colour model trained at 32 px on 20 px images,
-so the resize is exercised too).
+so the resize is exercised too). And predict's reading of files (their bytes at once) gives
+exactly the training loader's pixels (`imagefiles.decode` of the path), and its reasons for
+unreadable files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from PIL import Image
 
 from cnnvit import data
 from cnnvit.cli import main
+from cnnvit.data.imagefiles import decode, unreadable_reason
 from cnnvit.data.pipeline import resize_uint8
+from cnnvit.deploy.images import DECODE_ERRORS, Item, batches, load, read_pixels
 from cnnvit.deploy.resize import normalise, resize
 
 TOL = 1e-5
@@ -248,3 +252,87 @@ def test_numpy_normalisation_is_the_pipelines() -> None:
                          image_size=16, mean=mean, std=std)
     x = next(pipe.batches(4))[0]
     assert np.array_equal(normalise(images, mean, std), x.numpy())
+
+
+# -- reading files ---------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Plain 8-bit grey and RGB PNGs of several sizes and encoder settings, and every kind of
+    file `decode` converts: palette, 16-bit, 1-bit, alpha, transparent colour, JPEG, TIFF, BMP,
+    GIF."""
+    from PIL import PngImagePlugin
+
+    rng = np.random.default_rng(7)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("comment", "an ancillary chunk")
+    images: dict[str, tuple[Image.Image, dict]] = {}
+    for i, (h, w) in enumerate([(1, 1), (8, 8), (28, 28), (17, 33), (160, 224)]):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        rgb[: h // 2] = rgb[0]  # repeated rows: other PNG filters
+        options = [{}, {"optimize": True}, {"compress_level": 0}, {"dpi": (72, 72)},
+                   {"pnginfo": text}][i]
+        images[f"rgb{i}.png"] = (Image.fromarray(rgb), options)
+        images[f"grey{i}.png"] = (Image.fromarray(rgb[..., 0]), options)
+    rgb, grey = images["rgb2.png"][0], images["grey2.png"][0]
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+    images |= {
+        "palette.png": (palette, {}),
+        "palette_trns.png": (palette, {"transparency": 3}),
+        "grey16.png": (Image.fromarray(rng.integers(0, 65536, (12, 10), dtype=np.uint16)), {}),
+        "one_bit.png": (grey.convert("1"), {}),
+        "grey_alpha.png": (Image.merge("LA", (grey, grey.point(lambda v: 255 - v))), {}),
+        "rgba.png": (Image.merge("RGBA", (*rgb.split(), grey)), {}),
+        "grey_trns.png": (grey, {"transparency": int(np.asarray(grey)[0, 0])}),
+        "rgb_trns.png": (rgb, {"transparency": tuple(np.asarray(rgb)[0, 0].tolist())}),
+        "photo.jpg": (rgb, {"quality": 90}),
+        "scan.tiff": (rgb, {}),
+        "grey.bmp": (grey, {}),
+        "anim.gif": (palette, {}),
+    }
+    for name, (image, options) in images.items():
+        image.save(folder / name, **options)
+    return [folder / name for name in images]
+
+
+def test_files_read_as_the_training_loader_decodes_them(tmp_path: Path) -> None:
+    files = _image_files(tmp_path)
+    for f in files:
+        ref = decode(f).pixels
+        got = read_pixels(f)
+        assert got.dtype == ref.dtype == np.uint8 and got.shape == ref.shape, f.name
+        assert np.array_equal(got, ref), f.name
+    # through `batches`, inline or in threads: in order, in the model's channels, writable
+    items = [Item(f.name, f) for f in files]
+    for channels in (1, 3):
+        for workers in (0, 1, 3):
+            loaded = [x for chunk in batches(items, 4, channels, workers) for x in chunk]
+            assert [x.item for x in loaded] == items
+            for x, f in zip(loaded, files, strict=True):
+                ref = decode(f).pixels
+                ref = ref[..., None] if ref.ndim == 2 else ref
+                assert x.pixels is not None and x.pixels.flags.writeable
+                assert x.pixels.shape[2] == channels, f.name
+                if ref.shape[2] == channels:
+                    assert np.array_equal(x.pixels, ref), f.name
+
+
+def test_unreadable_files_give_pils_reason(tmp_path: Path) -> None:
+    """The reason for an unreadable file is the one PIL gives for its path (not for the bytes
+    read), as before."""
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+    body = good.read_bytes()
+    damaged, header = bytearray(body), bytearray(body)
+    damaged[body.find(b"IDAT") + 6] ^= 0xFF  # the image data
+    header[23] ^= 0xFF  # the height: a CRC error
+    files = {"empty.png": b"", "truncated.png": body[:45], "notes.png": b"not an image",
+             "damaged.png": bytes(damaged), "header.png": bytes(header)}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DECODE_ERRORS) as error:
+            decode(tmp_path / name)
+        loaded = load(Item(name, tmp_path / name), 1)
+        assert loaded.pixels is None, name
+        assert loaded.reason == unreadable_reason(error.value, tmp_path / name), name
+        assert "BytesIO" not in loaded.reason

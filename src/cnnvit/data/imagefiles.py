@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -55,8 +56,9 @@ class Images:
     notes: list[str]
 
 
-def decode(path: Path) -> Decoded:
-    """Read one image file as grey or RGB uint8 pixels (see the module docstring)."""
+def decode(path: Path | BinaryIO) -> Decoded:
+    """Read one image file (a path, or its bytes as an open binary file) as grey or RGB uint8
+    pixels (see the module docstring)."""
     with Image.open(path) as im:
         im.load()
         mode = im.mode
@@ -71,7 +73,7 @@ def decode(path: Path) -> Decoded:
             flat = Image.alpha_composite(white, im.convert("RGBA"))
             label = mode if mode in ALPHA_MODES else f"{mode} with transparency"
             return Decoded(np.asarray(flat.convert(target)), label)
-        return Decoded(np.asarray(im.convert(target)), mode)
+        return Decoded(np.asarray(im if mode == target else im.convert(target)), mode)
 
 
 def read_images(files: list[Path], root: Path, *, size: int | None = None,

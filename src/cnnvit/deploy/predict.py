@@ -2,11 +2,12 @@
 
 Columns: `path`, then for rank r = 1..k `class_r` (class index), `pred_r` (class name) and
 `prob_r` (its probability), best first; with `--explain DIR` also `overlay` (the PNG of the
-image, as the model saw it, and the map of its top class). Images are decoded a batch ahead
-in a thread pool (`deploy.images`) and go through the model's training preprocessing: with a
-model directory, the training pipeline itself (`deploy.torch_model`); with an exported .onnx
-file, its numpy port (`deploy.onnx_model`, no torch). Unreadable files are skipped and
-returned (the command line lists them in one warning), or refused with `strict`.
+image, as the model saw it, and the map of its top class). Images are decoded by
+`deploy.images` (in as many threads as the backend's `decode_workers`) and go through the
+model's training preprocessing: with a model directory, the training pipeline itself
+(`deploy.torch_model`); with an exported .onnx file, its numpy port (`deploy.onnx_model`, no
+torch). Unreadable files are skipped and returned (the command line lists them in one
+warning), or refused with `strict`.
 """
 
 from __future__ import annotations
@@ -99,14 +100,16 @@ def predict_images(model: str, images: list[str], *, name: str | None = None,
 def predict_rows(backend: Backend, items: list[Item], top_k: int, *, strict: bool = False,
                  overlays: _Overlays | None = None, progress: bool = False,
                  unreadable: list[str] | None = None) -> list[list[Any]]:
-    """The CSV rows of `items` (decoded a batch ahead); unreadable items are appended to
-    `unreadable` (or refused with `strict`)."""
+    """The CSV rows of `items`, decoded batch by batch by the backend's `decode_workers` if it
+    has them (see `deploy.images.batches`); unreadable items are appended to `unreadable` (or
+    refused with `strict`)."""
     unreadable = [] if unreadable is None else unreadable
     rows: list[list[Any]] = []
     bar = tqdm(total=len(items), desc="predict", unit="image", leave=False,
                disable=not progress or not sys.stderr.isatty())
     try:
-        for chunk in batches(items, backend.batch_size, backend.facts.channels):
+        for chunk in batches(items, backend.batch_size, backend.facts.channels,
+                             getattr(backend, "decode_workers", None)):
             good = _readable(chunk, strict, unreadable)
             if good:
                 probs = backend.probabilities([g.pixels for g in good if g.pixels is not None])
@@ -135,15 +138,15 @@ def _readable(chunk: list[Loaded], strict: bool, unreadable: list[str]) -> list[
 
 def _rows(good: list[Loaded], probs: np.ndarray, names: list[str], top_k: int
           ) -> list[list[Any]]:
-    """One CSV row per image: path, then (class, name, probability) for the top k."""
+    """One CSV row per image: path, then (class, name, probability) for the top k (built as
+    one object array: Python ints, strings and floats)."""
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-    rows = []
-    for g, p, best in zip(good, probs, order, strict=True):
-        row: list[Any] = [g.item.name]
-        for k in best:
-            row += [int(k), names[int(k)], float(p[k])]
-        rows.append(row)
-    return rows
+    rows = np.empty((len(good), 1 + 3 * top_k), dtype=object)
+    rows[:, 0] = [g.item.name for g in good]
+    rows[:, 1::3] = order
+    rows[:, 2::3] = np.asarray(names, dtype=object)[order]
+    rows[:, 3::3] = np.take_along_axis(probs, order, axis=1)
+    return rows.tolist()
 
 
 def _write_csv(out: Path, rows: list[list[Any]], top_k: int, overlay: bool) -> None:

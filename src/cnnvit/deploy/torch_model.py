@@ -9,6 +9,8 @@ section, so the training data need not be on the predicting machine.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import nn
@@ -42,6 +44,16 @@ def recorded_setup(model_dir: ModelDir, device: str | None = None) -> tuple[Setu
     return setup, facts
 
 
+def decode_workers(device: torch.device) -> int:
+    """Decoding threads for `deploy.images.batches`: the cores torch's threads leave free on
+    the CPU (0: decode between batches: a decoding thread would only slow the model's), one
+    a core (at most 8) when the model runs on an accelerator."""
+    cores = os.cpu_count() or 1
+    if device.type != "cpu":
+        return min(8, cores)
+    return min(8, max(0, cores - torch.get_num_threads()))
+
+
 class TorchModel:
     """A model directory's best checkpoint, ready to predict uint8 images of any size."""
 
@@ -54,6 +66,7 @@ class TorchModel:
         self.model.eval()
         self.dtype = amp_dtype(self.setup.cfg.amp, self.setup.device)
         self.batch_size = batch_size or self.setup.cfg.eval_batch_size
+        self.decode_workers = decode_workers(self.setup.device)
 
     def _pipeline(self, images: list[np.ndarray]):
         """The training pipeline (no augmentation) over images of one size."""
