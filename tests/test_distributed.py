@@ -202,8 +202,8 @@ def test_a_study_under_torchrun_trains_on_every_rank_and_reports_once(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["world_size"], manifest["distributed_backend"]) == (2, "gloo")
-    assert list(manifest["stages"]) == ["data", "train", "evaluate", "compare", "figures",
-                                        "report"]
+    assert list(manifest["stages"]) == ["data", "train", "evaluate", "robustness", "compare",
+                                        "figures", "report"]
     assert len(list((out / "logs").glob("run_*.log"))) == 1  # rank 0 alone writes the log
     for model_dir in (out / "models").iterdir():
         assert json.loads((model_dir / "summary.json").read_text())["world_size"] == 2
