@@ -54,7 +54,7 @@ def for_dataset(info: DatasetInfo) -> CorruptionSet:
         names = tuple(medmnist_c.SETS[name])
         return CorruptionSet(f"MedMNIST-C ({name}; Di Salvo et al. 2024)", names,
                              {n: medmnist_c.FAMILY[n] for n in names}, apply_medmnist)
-    table = "CIFAR-10-C" if info.image_size <= 64 else "ImageNet-C"
+    table = "CIFAR-10-C" if info.image_size <= imagenet_c.CIFAR_MAX_SIZE else "ImageNet-C"
     return CorruptionSet(f"{table} parameters (Hendrycks & Dietterich 2019)", imagenet_c.NAMES,
                          {n: imagenet_c.FAMILY[n] for n in imagenet_c.NAMES},
                          imagenet_c.corrupt)
