@@ -3,11 +3,12 @@ as the training loader decodes them, batch by batch (in threads ahead of the mod
 between its batches).
 
 Decoding is `cnnvit.data.imagefiles.decode` (PIL: grey or RGB, transparency on white, 16-bit
-scaled) of each file's bytes; the channels are then made the model's: a grey image into a
-colour model is repeated into 3 channels (as the training loader unifies a mixed set), a
-colour image into a grey model becomes PIL's "L" (ITU-R 601-2 luma). An npz is read as
-`npz:<path>` datasets are, and each of its split arrays becomes images named
-`<file>:<split>:<index>`. No torch here.
+scaled) of each file's bytes, except that the plain PNGs of a batch are decoded together by
+`deploy.png_batch` (the same pixels, without PIL's per-file work); the channels are then
+made the model's: a grey image into a colour model is repeated into 3 channels (as the
+training loader unifies a mixed set), a colour image into a grey model becomes PIL's "L"
+(ITU-R 601-2 luma). An npz is read as `npz:<path>` datasets are, and each of its split
+arrays becomes images named `<file>:<split>:<index>`. No torch here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from cnnvit.data.imagefiles import decode, unreadable_reason
 from cnnvit.data.npz import read_arrays
 from cnnvit.data.types import SPLITS
 from cnnvit.data.validate import to_images
+from cnnvit.deploy import png_batch
+from cnnvit.deploy.png_batch import Plain
 from cnnvit.errors import CnnvitError
 
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -114,22 +117,35 @@ def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     if have == 1 and channels == 3:
         return np.repeat(pixels, 3, axis=2)
     if have == 3 and channels == 1:
-        return np.asarray(Image.fromarray(pixels).convert("L"))[..., None]
+        return np.array(Image.fromarray(pixels).convert("L"))[..., None]  # writable
     raise CnnvitError(f"cannot give a {have}-channel image to a model of {channels} input "
                       "channels; pass grey or RGB images")
 
 
-def read_pixels(path: Path) -> np.ndarray:
-    """`decode` of a file's bytes, read at once: the same pixels, with less work than PIL's
-    own reading of the file; a huge (or short-read) file is left to PIL, and an unreadable one
-    is decoded again from its path, for PIL's reason naming the file."""
-    fd = os.open(path, os.O_RDONLY)
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, read at once (less work than PIL's own reading of the file); empty for
+    a huge file (likely no image), a short read or a file that cannot be opened, which are
+    left to PIL (and its reason)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
     try:
         size = os.fstat(fd).st_size
         data = os.read(fd, size) if size <= READ_MAX else b""
+    except OSError:
+        return b""
     finally:
         os.close(fd)
-    if data and len(data) == size:
+    return data if len(data) == size else b""
+
+
+def read_pixels(path: Path, data: bytes = b"") -> np.ndarray:
+    """`decode` of a file's bytes `data` (empty: read them): the same pixels as decoding the
+    file; an unreadable one is decoded again from its path, for PIL's reason naming the
+    file."""
+    data = data or read_bytes(path)
+    if data:
         try:
             return decode(io.BytesIO(data)).pixels
         except DECODE_ERRORS:
@@ -137,19 +153,38 @@ def read_pixels(path: Path) -> np.ndarray:
     return decode(path).pixels
 
 
-def load(item: Item, channels: int) -> Loaded:
-    """Decode one item into the model's channels, as a writable array (PIL's are read-only,
-    which `torch.from_numpy` in the training pipeline warns about); an unreadable file gives
-    its reason."""
+def load(item: Item, channels: int, data: bytes = b"") -> Loaded:
+    """Decode one item (a file, or its bytes `data` when already read) into the model's
+    channels, as a writable array (PIL's are read-only, which `torch.from_numpy` in the
+    training pipeline warns about); an unreadable file gives its reason."""
     if item.pixels is not None:
         pixels = to_channels(item.pixels, channels)
     else:
         assert item.path is not None
         try:
-            pixels = to_channels(read_pixels(item.path), channels)
+            pixels = to_channels(read_pixels(item.path, data), channels)
         except DECODE_ERRORS as e:
             return Loaded(item, None, unreadable_reason(e, item.path))
     return Loaded(item, np.require(pixels, requirements="W"))
+
+
+def load_all(items: list[Item], channels: int) -> list[Loaded]:
+    """`load` of each item, in order, with the plain PNG files among them decoded together
+    (`deploy.png_batch`: the same pixels, without PIL's per-file work)."""
+    loaded: list[Loaded | None] = [None] * len(items)
+    plains: list[Plain] = []
+    where: list[int] = []
+    for i, item in enumerate(items):
+        data = read_bytes(item.path) if item.path is not None else b""
+        plain = png_batch.parse(data) if data else None
+        if plain is None:
+            loaded[i] = load(item, channels, data)
+        else:
+            plains.append(plain)
+            where.append(i)
+    for i, pixels in zip(where, png_batch.decode(plains), strict=True):
+        loaded[i] = Loaded(items[i], to_channels(pixels, channels))
+    return [d for d in loaded if d is not None]
 
 
 def batches(items: list[Item], batch_size: int, channels: int, workers: int | None = None
@@ -161,11 +196,8 @@ def batches(items: list[Item], batch_size: int, channels: int, workers: int | No
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     starts = range(0, len(items), batch_size)
 
-    def load_all(share: list[Item]) -> list[Loaded]:
-        return [load(it, channels) for it in share]
-
     if workers == 0:
-        yield from (load_all(items[start:start + batch_size]) for start in starts)
+        yield from (load_all(items[start:start + batch_size], channels) for start in starts)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         ahead: deque[list[Future[list[Loaded]]]] = deque()
@@ -176,7 +208,7 @@ def batches(items: list[Item], batch_size: int, channels: int, workers: int | No
             if start is not None:
                 batch = items[start:start + batch_size]
                 step = -(-len(batch) // workers)
-                ahead.append([pool.submit(load_all, batch[i:i + step])
+                ahead.append([pool.submit(load_all, batch[i:i + step], channels)
                               for i in range(0, len(batch), step)])
 
         submit()
