@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # signature, then a 13-byte IHDR
-IHDR = struct.Struct(">IIBBBBBI")  # width, height, depth, colour, compression, filter,
-# interlace, checksum
+# IHDR: width, height, depth, colour, compression, filter, interlace; then its checksum
+IHDR = struct.Struct(">IIBBBBBI")
 CHUNK = struct.Struct(">I4s")  # length, type
 CRC = struct.Struct(">I")
 COLOURS = {0: ("L", 1), 2: ("RGB", 3)}  # PNG colour type: PIL mode, channels
@@ -88,7 +88,6 @@ def _parse(data: bytes) -> Plain | None:
     if len(rows) != height * stride or not stream.eof or max(rows[::stride]) > 4:
         return None
     return Plain(mode, width, height, rows)
-
 
 
 def decode(plains: list[Plain]) -> list[np.ndarray]:
