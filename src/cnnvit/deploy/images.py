@@ -140,11 +140,11 @@ def read_bytes(path: Path) -> bytes:
     return data if len(data) == size else b""
 
 
-def read_pixels(path: Path, data: bytes = b"") -> np.ndarray:
-    """`decode` of a file's bytes `data` (empty: read them): the same pixels as decoding the
-    file; an unreadable one is decoded again from its path, for PIL's reason naming the
-    file."""
-    data = data or read_bytes(path)
+def read_pixels(path: Path, data: bytes | None = None) -> np.ndarray:
+    """`decode` of a file's bytes `data` (None: read them; empty: left to PIL): the same
+    pixels as decoding the file; an unreadable one is decoded again from its path, for PIL's
+    reason naming the file."""
+    data = read_bytes(path) if data is None else data
     if data:
         try:
             return decode(io.BytesIO(data)).pixels
@@ -153,7 +153,7 @@ def read_pixels(path: Path, data: bytes = b"") -> np.ndarray:
     return decode(path).pixels
 
 
-def load(item: Item, channels: int, data: bytes = b"") -> Loaded:
+def load(item: Item, channels: int, data: bytes | None = None) -> Loaded:
     """Decode one item (a file, or its bytes `data` when already read) into the model's
     channels, as a writable array (PIL's are read-only, which `torch.from_numpy` in the
     training pipeline warns about); an unreadable file gives its reason."""
@@ -175,7 +175,7 @@ def load_all(items: list[Item], channels: int) -> list[Loaded]:
     plains: list[Plain] = []
     where: list[int] = []
     for i, item in enumerate(items):
-        data = read_bytes(item.path) if item.path is not None else b""
+        data = read_bytes(item.path) if item.path is not None else None
         plain = png_batch.parse(data) if data else None
         if plain is None:
             loaded[i] = load(item, channels, data)
