@@ -28,6 +28,8 @@ from cnnvit.errors import DataError
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 SHOWN = 5  # file names listed in a note before "and N more"
+# what PIL raises for a file it cannot decode (and `decode` for float pixels)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class UnsupportedImage(ValueError):
@@ -87,7 +89,7 @@ def read_images(files: list[Path], root: Path, *, size: int | None = None,
         try:
             decoded.append(decode(f))
             kept.append(i)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except DECODE_ERRORS as e:
             reason = unreadable_reason(e, f)
             if strict:
                 raise DataError(f"{f} cannot be read as an image ({reason}); remove or replace "

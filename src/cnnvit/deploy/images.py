@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from cnnvit.data.folder import SYSTEM_FILES, Walk
-from cnnvit.data.imagefiles import decode, unreadable_reason
+from cnnvit.data.imagefiles import DECODE_ERRORS, decode, unreadable_reason
 from cnnvit.data.npz import read_arrays
 from cnnvit.data.types import SPLITS
 from cnnvit.data.validate import to_images
@@ -33,7 +33,6 @@ from cnnvit.deploy import png_batch
 from cnnvit.deploy.png_batch import Plain
 from cnnvit.errors import CnnvitError
 
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 READ_MAX = 2**28  # bytes: a larger file is left to PIL to read (likely no image)
 
 
